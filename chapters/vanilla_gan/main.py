@@ -1,0 +1,80 @@
+"""Chapter 1: a vanilla GAN that learns to draw handwritten digits.
+
+Trains the book's dense generator and discriminator on MNIST. With no --data it uses the 8,000 real MNIST
+digits embedded in datasets/; --data takes Keras' mnist.npz, a folder with the four MNIST IDX files (raw or
+.gz), or a folder of digit images.
+
+  python chapters/vanilla_gan/main.py                      # train (a few minutes on a laptop CPU)
+  python chapters/vanilla_gan/main.py --stage sample --num 100 --out digits.png
+  python chapters/vanilla_gan/main.py --resume --epochs 60 # continue the latest run
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
+
+from common import stabilize  # noqa: E402
+from common.cli import base_parser, run_main  # noqa: E402
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = base_parser("vanilla_gan", __doc__, stages=("train", "sample", "evaluate"), epochs=30, batch_size=32)
+    parser.add_argument("--latent-dim", type=int, default=100, help="size of the generator's input noise z")
+    parser.add_argument("--eval-every", type=int, default=0, metavar="N",
+                        help="score the generator every N epochs during training (FID/KID/IS with the MNIST "
+                             "classifier's features, digit coverage); 0 = only with --stage evaluate")
+    parser.add_argument("--eval-samples", type=int, default=2000, metavar="N",
+                        help="how many generated and real digits the scores compare")
+    stabilize.add_flags(parser)
+    args = parser.parse_args(argv)
+    options = stabilize.Stabilizers.from_args(args)
+    stabilize.check(options, conditional=False, batch_size=args.batch_size)
+
+    import tensorflow as tf  # after argument parsing: --help answers without loading TensorFlow
+
+    from chapters.vanilla_gan import models
+    from common.checkpoints import load_model
+    from common.data import in_memory
+    from common.data.mnist import load_digits
+    from common.devices import setup_devices
+    from common.evaluate import EvaluateEvery, GeneratorScore, evaluate_stage
+    from common.gan import GAN
+    from common.metrics import mnist_extractor
+    from common.run import open_run
+    from common.train import fit_gan, sample_stage
+    from datasets import MNIST_8K
+
+    if args.stage == "sample":
+        sample_stage(open_run(args, parser, argv, training=False), args)
+        return 0
+
+    digits = load_digits(args.data or MNIST_8K)  # checked before a run folder is made
+    real = digits[..., None].astype("float32") / 127.5 - 1.0
+    if args.stage == "evaluate":
+        run = open_run(args, parser, argv, training=False)
+        generator = load_model(run.model_path("generator"), f"train first: {parser.prog} --run-dir {run}")
+        evaluate_stage(run, generator, GeneratorScore(real, mnist_extractor(), args.eval_samples, args.seed))
+        return 0
+    run = open_run(args, parser, argv, training=True)
+    strategy = setup_devices(args.strategy, args.mixed_precision, args.seed)
+    with strategy.scope():
+        gan = GAN(models.build_generator(args.latent_dim), models.build_discriminator(pack=options.pack),
+                  args.latent_dim, options)
+        gan.compile(d_optimizer=models.optimizer(), g_optimizer=models.optimizer(), jit_compile=args.xla)
+
+    def to_images(row: dict) -> dict:
+        return {"real": tf.cast(row["real"], tf.float32)[..., None] / 127.5 - 1.0}
+
+    scoring = []
+    if args.eval_every:
+        score = GeneratorScore(real, mnist_extractor(), args.eval_samples, args.seed)
+        scoring.append(EvaluateEvery(score, args.eval_every, gan.generator))
+    fit_gan(gan, run, args, strategy, len(digits), in_memory({"real": digits}, to_images), callbacks=scoring)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

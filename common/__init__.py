@@ -1,0 +1,1 @@
+"""Shared parts of the GAN cookbook: data, training loop, logging, checkpoints, metrics."""

@@ -1,0 +1,130 @@
+"""The command line every chapter shares.
+
+A chapter calls `base_parser(...)`, adds its own flags, and hands `main` to `run_main`, which turns
+`UserError` into one sentence on stderr and exit code 2 (never a traceback for a user's mistake).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from typing import Callable, Sequence
+
+from common.errors import TrainingDiverged, UserError
+
+STRATEGIES = ("auto", "one", "mirrored", "multiworker")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults after each help text and keeps the description's line breaks."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors also exit 2, but as one line
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def base_parser(chapter: str, description: str, stages: Sequence[str], default_stage: str = "train",
+                epochs: int = 10, steps_per_epoch: int | None = None, batch_size: int = 64,
+                data_help: str = "the real data set; absent: the embedded default") -> argparse.ArgumentParser:
+    """The flags every chapter has; `chapter` names the default run folder `runs/<chapter>/<time>`."""
+    parser = _Parser(prog=f"python chapters/{chapter}/main.py", description=description,
+                     formatter_class=_Formatter)
+    parser.set_defaults(chapter=chapter)
+    parser.add_argument("--stage", choices=stages, default=default_stage,
+                        help="what to do: " + ", ".join(stages))
+    parser.add_argument("--data", metavar="PATH", default=None, help=data_help)
+    run = parser.add_argument_group("run length and reproducibility")
+    run.add_argument("--epochs", type=_positive_int, default=epochs, help="number of epochs to train")
+    run.add_argument("--steps-per-epoch", type=_positive_int, default=steps_per_epoch, metavar="N",
+                     help="training steps per epoch (default: one pass over the data)")
+    run.add_argument("--batch-size", type=_positive_int, default=batch_size, metavar="N",
+                     help="global batch size (split across replicas when distributed)")
+    run.add_argument("--seed", type=int, default=0, help="seed for weights, data order and latent noise")
+    where = parser.add_argument_group("where the run lives")
+    where.add_argument("--run-dir", metavar="DIR", default=None,
+                       help=f"the run's folder (default for a new run: runs/{chapter}/<timestamp>; "
+                            "for other stages: the latest run)")
+    where.add_argument("--resume", nargs="?", const="latest", default=None, metavar="DIR",
+                       help="continue the latest run (or the run in DIR) from its last checkpoint, "
+                            "with its saved flags; flags given now (e.g. --epochs) override them")
+    where.add_argument("--runs-root", metavar="DIR", default="runs", help="where new runs are created")
+    where.add_argument("--checkpoints-kept", type=_positive_int, default=3, metavar="N",
+                       help="how many checkpoints to keep")
+    out = parser.add_argument_group("sampling (--stage sample)")
+    out.add_argument("--num", type=_positive_int, default=64, metavar="N", help="how many samples to draw")
+    out.add_argument("--out", metavar="FILE", default=None,
+                     help="where to write the sample grid (default: <run>/samples/sample_<seed>.png)")
+    speed = parser.add_argument_group("speed and scale")
+    speed.add_argument("--mixed-precision", action="store_true",
+                       help="mixed float16 compute on a GPU (float32 master weights, loss scaling)")
+    speed.add_argument("--xla", action="store_true", help="compile train steps with XLA (jit_compile)")
+    speed.add_argument("--strategy", choices=STRATEGIES, default="auto",
+                       help="tf.distribute strategy: auto = mirrored over all GPUs when there are several, "
+                            "else one device; multiworker reads TF_CONFIG")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text}")
+    return value
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The destinations the user actually typed (so that --resume can keep the saved ones)."""
+    saved = {a.dest: a.default for a in parser._actions}
+    try:
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS
+        typed = vars(parser.parse_args(argv))
+    finally:
+        for action in parser._actions:
+            action.default = saved[action.dest]
+    return set(typed)
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """TensorFlow's C++ side prints CUDA probing noise at import even with TF_CPP_MIN_LOG_LEVEL set."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def load_tensorflow_quietly() -> None:
+    """Imports TensorFlow and probes devices once, without the native start-up noise on stderr."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules:
+        return
+    with _native_stderr_silenced():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
+
+
+def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None) -> None:
+    """Runs a chapter's main; user errors become one line on stderr and exit code 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not {"-h", "--help"} & set(argv):
+        load_tensorflow_quietly()
+    try:
+        code = main(argv) or 0
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        code = 2
+    except TrainingDiverged as error:
+        print(f"training stopped: {error}", file=sys.stderr)
+        code = 3
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume", file=sys.stderr)
+        code = 130
+    sys.exit(code)

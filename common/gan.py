@@ -1,0 +1,199 @@
+"""GANs as keras.Model subclasses whose train_step reads like the paper: update D, then update G.
+
+One compiled step does both updates with its own GradientTape and optimizer, so each network's `trainable`
+flag never has to be toggled. (The book compiles D, sets `D.trainable = False` and compiles G+D; under Keras 3
+that freezes D for good: its weights never change again.)
+
+Latent noise comes with the data (see common.data.stream): `noise(batch_size, seed)` is called inside
+tf.data, so a step's noise is fixed by (seed, step) and split across replicas like the images.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from common.losses import make_loss
+from common.stabilize import Stabilizers, discriminator_views
+
+Batch = dict[str, tf.Tensor]
+
+
+class GAN(keras.Model):
+    """An unconditional GAN: generator(z) -> image, discriminator(image) -> realness."""
+
+    tracked = ("d_loss", "g_loss", "d_real", "d_fake")
+
+    def __init__(self, generator: keras.Model, discriminator: keras.Model, latent_dim: int,
+                 options: Stabilizers = Stabilizers(), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.generator = generator
+        self.latent_dim = latent_dim
+        self.options = options
+        # `critic` is what the loss reads (D's probability, or its raw score for hinge / WGAN-GP); `features`
+        # its last hidden layer for feature matching. All three share D's weights.
+        self.discriminator, self.critic, self.features = discriminator_views(discriminator, options)
+        self.adversarial = make_loss(options.loss, options.label_smoothing, options.label_noise)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in self.tracked}
+        self.built = True  # the networks are built functional models; fit() under tf.distribute checks this
+
+    def compile(self, d_optimizer: keras.optimizers.Optimizer, g_optimizer: keras.optimizers.Optimizer,
+                **kwargs: Any) -> None:
+        super().compile(**kwargs)
+        if keras.mixed_precision.global_policy().name == "mixed_float16":
+            # float16 gradients underflow without a loss scale; the wrapper unscales before applying.
+            d_optimizer = keras.optimizers.LossScaleOptimizer(d_optimizer)
+            g_optimizer = keras.optimizers.LossScaleOptimizer(g_optimizer)
+        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        return list(self.trackers.values())
+
+    # --- what a chapter may override -------------------------------------------------------------
+    def noise(self, batch_size: int, seed: tf.Tensor) -> Batch:
+        """Latent vectors for one step's D update and G update (stateless: fixed by `seed`)."""
+        z = tf.unstack(tf.random.stateless_normal([2, batch_size, self.latent_dim], seed))
+        uniform = tf.random.stateless_uniform([batch_size, 3], seed + tf.constant([0, 1 << 41], seed.dtype))
+        # every tensor keeps the batch on axis 0: tf.distribute splits them there across replicas
+        return {"z_d": z[0], "z_g": z[1], "uniform": uniform}
+
+    def generate(self, batch: Batch, which: str, training: bool = True) -> tf.Tensor:
+        return self.generator(batch[f"z_{which}"], training=training)
+
+    def discriminate(self, images: tf.Tensor, batch: Batch, which: str, training: bool = True,
+                     network: keras.Model | None = None) -> tf.Tensor:
+        """`which` is "real", "d" (fakes for the D update) or "g" (fakes for the G update)."""
+        return (network or self.critic)(images, training=training)
+
+    def checkpoint_items(self) -> dict[str, Any]:
+        """Everything a checkpoint must hold to resume exactly."""
+        items = {"generator": self.generator, "discriminator": self.discriminator,
+                 "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
+        if hasattr(self, "historical"):
+            items["historical"] = {name: [*slots, self.historical_count[name]] for name, slots in self.historical.items()}
+        return items
+
+    def saved_models(self) -> dict[str, keras.Model]:
+        """Models written to <run>/models/<name>.keras for inference in a fresh process."""
+        return {"generator": self.generator, "discriminator": self.discriminator}
+
+    # --- the step -------------------------------------------------------------------------------
+    def build_optimizers(self) -> None:
+        """Creates optimizer slots (and running weight averages) now, so a checkpoint can be restored into them."""
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.g_optimizer.build(self.generator.trainable_variables)
+        if self.options.historical_averaging and not hasattr(self, "historical"):
+            self.historical, self.historical_count = {}, {}
+            for model in (self.discriminator, self.generator):
+                self.historical[model.name] = [tf.Variable(tf.cast(w, tf.float32), trainable=False)
+                                               for w in model.trainable_variables]
+                self.historical_count[model.name] = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def train_step(self, batch: Batch) -> dict[str, tf.Tensor]:
+        d_loss, d_real, d_fake = self.discriminator_step(batch)
+        g_loss = self.generator_step(batch)
+        for name, value in zip(self.tracked, (d_loss, g_loss, d_real, d_fake)):
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def discriminator_step(self, batch: Batch) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        real = batch["real"]
+        fake = self.generate(batch, "d")
+        with tf.GradientTape() as tape:
+            real_out = self.discriminate(real, batch, "real")
+            fake_out = self.discriminate(fake, batch, "d")
+            per_example = self.adversarial.discriminator(real_out, fake_out, batch["uniform"][:, :2])
+            if self.options.loss == "wgan-gp":
+                per_example += self.options.gp_weight * self.gradient_penalty(real, fake, batch)
+            loss = tf.nn.compute_average_loss(per_example)  # sums to the global-batch mean over replicas
+            loss += self.historical_penalty(self.discriminator)
+        self._apply(self.d_optimizer, tape, loss, self.discriminator)
+        return tf.reduce_mean(per_example), _mean(real_out), _mean(fake_out)
+
+    def generator_step(self, batch: Batch) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            fake = self.generate(batch, "g")
+            if self.features is not None:  # Salimans et al.: match D's feature statistics, not its verdict
+                real_mean = tf.reduce_mean(self.discriminate(batch["real"], batch, "real", network=self.features), 0)
+                fake_mean = tf.reduce_mean(self.discriminate(fake, batch, "g", network=self.features), 0)
+                distance = tf.reduce_sum(tf.square(tf.cast(real_mean - fake_mean, tf.float32)))
+                per_example = tf.fill([tf.shape(fake)[0]], distance)
+            else:
+                per_example = self.adversarial.generator(self.discriminate(fake, batch, "g"))
+            loss = tf.nn.compute_average_loss(per_example) + self.historical_penalty(self.generator)
+        self._apply(self.g_optimizer, tape, loss, self.generator)
+        return tf.reduce_mean(per_example)
+
+    def gradient_penalty(self, real: tf.Tensor, fake: tf.Tensor, batch: Batch) -> tf.Tensor:
+        """WGAN-GP (Gulrajani et al. 2017): (||grad D(x_hat)|| - 1)^2 on random points between real and fake."""
+        shape = tf.concat([tf.shape(real)[:1], tf.ones([tf.rank(real) - 1], tf.int32)], 0)
+        epsilon = tf.cast(tf.reshape(batch["uniform"][:tf.shape(real)[0], 2], shape), real.dtype)
+        mixed = real + epsilon * (tf.cast(fake, real.dtype) - real)
+        with tf.GradientTape() as inner:
+            inner.watch(mixed)
+            score = tf.reduce_sum(tf.cast(self.discriminate(mixed, batch, "real"), tf.float32))
+        gradient = tf.reshape(tf.cast(inner.gradient(score, mixed), tf.float32), [tf.shape(mixed)[0], -1])
+        per_sample = tf.square(tf.norm(gradient + 1e-12, axis=1) - 1.0)
+        if self.options.pack > 1:  # one penalty per packed group, like the loss
+            per_sample = tf.reduce_mean(tf.reshape(per_sample, [-1, self.options.pack]), axis=1)
+        return per_sample
+
+    def historical_penalty(self, model: keras.Model) -> tf.Tensor:
+        """Salimans et al.: lambda * ||theta - mean of past theta||^2, the mean kept in non-trainable slots."""
+        if not self.options.historical_averaging:
+            return tf.constant(0.0)
+        averages = self.historical[model.name]
+        count = tf.cast(self.historical_count[model.name], tf.float32)
+        penalty = tf.add_n([tf.reduce_sum(tf.square(tf.cast(w, tf.float32) - a))
+                            for w, a in zip(model.trainable_variables, averages)])
+        for weight, average in zip(model.trainable_variables, averages):  # running mean including this step
+            average.assign(average + (tf.cast(weight, tf.float32) - average) / (count + 1.0))
+        self.historical_count[model.name].assign_add(1)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return self.options.historical_averaging * penalty / replicas
+
+    @staticmethod
+    def _apply(optimizer: keras.optimizers.Optimizer, tape: tf.GradientTape, loss: tf.Tensor,
+               model: keras.Model) -> None:
+        variables = model.trainable_variables
+        gradients = tape.gradient(optimizer.scale_loss(loss), variables)
+        optimizer.apply_gradients(zip(gradients, variables))
+
+    def sample(self, inputs: Any) -> tf.Tensor:
+        """Images for fixed inputs (a latent batch, or what `generate` needs), with inference-mode layers."""
+        return self.generator(inputs, training=False)
+
+
+def _mean(values: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_mean(tf.cast(values, tf.float32))
+
+
+class ConditionalGAN(GAN):
+    """generator([z, one-hot label]) and discriminator([image, one-hot label]).
+
+    Real images come with their true labels (batch["labels"], one-hot); fakes get random labels drawn with
+    the noise, so D judges whether an image matches its condition.
+    """
+
+    def __init__(self, generator: keras.Model, discriminator: keras.Model, latent_dim: int, num_classes: int,
+                 **kwargs: Any) -> None:
+        super().__init__(generator, discriminator, latent_dim, **kwargs)
+        self.num_classes = num_classes
+
+    def noise(self, batch_size: int, seed: tf.Tensor) -> Batch:
+        batch = super().noise(batch_size, seed)
+        label_seed = seed + tf.constant([0, 1 << 40], seed.dtype)  # a stream apart from the latent's
+        classes = tf.random.stateless_uniform([batch_size, 2], label_seed, maxval=self.num_classes, dtype=tf.int32)
+        batch["labels_d"] = tf.one_hot(classes[:, 0], self.num_classes)
+        batch["labels_g"] = tf.one_hot(classes[:, 1], self.num_classes)
+        return batch
+
+    def generate(self, batch: Batch, which: str, training: bool = True) -> tf.Tensor:
+        return self.generator([batch[f"z_{which}"], batch[f"labels_{which}"]], training=training)
+
+    def discriminate(self, images: tf.Tensor, batch: Batch, which: str, training: bool = True,
+                     network: keras.Model | None = None) -> tf.Tensor:
+        labels = batch["labels"] if which == "real" else batch[f"labels_{which}"]
+        return (network or self.critic)([images, labels], training=training)

@@ -1,0 +1,92 @@
+"""The training driver every chapter hands its GAN to: run dir, resume, callbacks, fit()."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from common.callbacks import LossHistory, NanGuard, SampleGrid, SaveEveryEpoch
+from common.checkpoints import Checkpoints
+from common.data.stream import Example, training_stream
+from common.devices import is_chief
+from common.gan import GAN
+from common.run import Run
+from common.tensorboard import TensorBoardWriter
+
+
+def fixed_latents(count: int, latent_dim: int, seed: int) -> np.ndarray:
+    """The same latent batch every epoch (and in `--stage sample` with the same seed)."""
+    return np.random.default_rng(seed).standard_normal((count, latent_dim)).astype(np.float32)
+
+
+def fit_gan(gan: GAN, run: Run, args: argparse.Namespace, strategy: tf.distribute.Strategy, num_examples: int,
+            take: Callable[[tf.Tensor], Example], sample: Callable[[], np.ndarray] | None = None,
+            render: Callable[[np.ndarray], np.ndarray] | None = None,
+            callbacks: Sequence[keras.callbacks.Callback] = (), log: Callable[[str], None] = print) -> dict:
+    """Trains `gan` (built and compiled under `strategy`) for args.epochs; resumes when args.resume is set.
+
+    Returns the logs of the last epoch ({} when the run had already finished).
+    """
+    chief = is_chief(strategy)
+    steps = args.steps_per_epoch or max(1, num_examples // args.batch_size)
+    with strategy.scope():
+        gan.build_optimizers()
+        checkpoints = Checkpoints(run, gan.checkpoint_items(), keep=args.checkpoints_kept, chief=chief)
+    initial_epoch = checkpoints.restore() if args.resume else 0
+    if initial_epoch:
+        log(f"resumed {run} at epoch {initial_epoch} (step {initial_epoch * steps}) from {checkpoints.latest}")
+    if initial_epoch >= args.epochs:
+        log(f"{run} has already trained {initial_epoch} epochs; pass --epochs N (N > {initial_epoch}) to go on")
+        return {}
+
+    writer = TensorBoardWriter(run, enabled=chief)
+    if not initial_epoch:
+        writer.config(vars(args))
+        _write_graphs(writer, gan)
+    if sample is None:
+        latents = fixed_latents(64, gan.latent_dim, args.seed)
+        sample = lambda: gan.sample(latents)  # noqa: E731
+    stream = training_stream(num_examples, take, args.batch_size, args.seed,
+                             start_step=initial_epoch * steps, noise=gan.noise)
+    # Order matters: nothing is saved after a NaN, and extra callbacks (e.g. evaluation) add their numbers to
+    # the epoch's logs before they are written out.
+    keep = [NanGuard(checkpoints), SaveEveryEpoch(checkpoints, run, gan.saved_models(), chief), *callbacks]
+    if chief:
+        keep += [LossHistory(run, writer, initial_epoch), SampleGrid(run, writer, sample, render=render)]
+    log(f"training {args.epochs - initial_epoch} epochs of {steps} steps, batch {args.batch_size}; "
+        f"run: {run}  (TensorBoard: make tensorboard)")
+    history = gan.fit(stream, epochs=args.epochs, steps_per_epoch=steps, initial_epoch=initial_epoch,
+                      callbacks=keep, shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+    last = {k: float(v[-1]) for k, v in history.history.items()}
+    log(f"done: {run}  last epoch: " + ", ".join(f"{k} {v:.4f}" for k, v in last.items()))
+    log(f"samples: {run.samples / f'epoch_{args.epochs:04d}.png'}  generator: {run.model_path('generator')}")
+    return last
+
+
+def _write_graphs(writer: TensorBoardWriter, gan: GAN) -> None:
+    """The generator and discriminator graphs for TensorBoard's Graphs tab (traced once)."""
+    def forward() -> Any:
+        batch = gan.noise(1, tf.constant([0, 0], tf.int64))
+        images = gan.generate(batch, "g", training=False)
+        return gan.discriminate(images, batch, "g", training=False)
+
+    writer.graph("generator_and_discriminator", forward)
+
+
+def sample_stage(run: Run, args: argparse.Namespace, log: Callable[[str], None] = print) -> str:
+    """`--stage sample`: loads models/generator.keras (safe mode) and writes a grid of args.num images."""
+    from common.checkpoints import load_model
+    from common.images import save_grid
+
+    generator = load_model(run.model_path("generator"),
+                           f"train first: python chapters/{args.chapter}/main.py --run-dir {run}")
+    latent_dim = generator.inputs[0].shape[-1]
+    images = generator.predict(fixed_latents(args.num, latent_dim, args.seed), batch_size=64, verbose=0)
+    out = args.out or run.samples / f"sample_seed{args.seed}.png"
+    save_grid(out, images)
+    log(f"wrote {args.num} samples (seed {args.seed}) to {out}")
+    return str(out)

@@ -1,0 +1,63 @@
+"""Test setup: CPU only, a private Keras/matplotlib home, deterministic ops, and tiny training runs."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+_HOME = tempfile.mkdtemp(prefix="gan-cookbook-tests-")
+# Importing TensorFlow or matplotlib writes into ~/.keras and ~/.cache: keep them in a temporary home.
+os.environ.update({
+    "KERAS_HOME": os.path.join(_HOME, "keras"),
+    "MPLCONFIGDIR": os.path.join(_HOME, "matplotlib"),
+    "CUDA_VISIBLE_DEVICES": "",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "TF_DETERMINISTIC_OPS": "1",
+    "MPLBACKEND": "Agg",
+})
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(script: str, *args: str, timeout: float = 300, env: dict | None = None,
+               check: bool = False) -> subprocess.CompletedProcess:
+    """Runs a chapter's main.py (or any script under the repo) in a fresh Python process."""
+    result = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
+                            timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def run_main(main, argv: list[str]) -> int:
+    """Runs a chapter's main(argv) in this process the way `common.cli.run_main` does; returns the exit code."""
+    from common.cli import run_main as cli_run_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli_run_main(main, [str(a) for a in argv])
+    return exit_info.value.code
+
+
+TINY_VANILLA = ["--epochs", "2", "--steps-per-epoch", "4", "--batch-size", "16"]
+
+
+@pytest.fixture(scope="session")
+def vanilla_run(tmp_path_factory) -> Path:
+    """One tiny vanilla-GAN run shared by the tests that only read a finished run."""
+    from chapters.vanilla_gan.main import main
+
+    run_dir = tmp_path_factory.mktemp("vanilla") / "run"
+    assert run_main(main, [*TINY_VANILLA, "--run-dir", run_dir]) == 0
+    return run_dir
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Op determinism (TF_DETERMINISTIC_OPS) needs every random op seeded: seed each test."""
+    import keras
+
+    keras.utils.set_random_seed(1234)

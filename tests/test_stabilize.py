@@ -1,0 +1,138 @@
+"""The stabilisation tricks: each is a loss or a serialisable layer with a known answer, and each trains."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from chapters.vanilla_gan import models
+from common.errors import UserError
+from common.gan import GAN, ConditionalGAN
+from common.layers import InstanceNormalization, MinibatchDiscrimination, Pack
+from common.losses import BinaryCrossEntropy, Hinge, Wasserstein
+from common.stabilize import Stabilizers, check, discriminator_head, discriminator_views
+
+
+def _roundtrip(layer: keras.layers.Layer, x: np.ndarray, tmp_path) -> None:
+    inputs = keras.Input(x.shape[1:])
+    model = keras.Model(inputs, layer(inputs))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(model(x), loaded(x), atol=1e-6)
+
+
+def test_minibatch_discrimination_sees_a_collapsed_batch(tmp_path):
+    layer = MinibatchDiscrimination(num_kernels=5, kernel_dim=3)
+    varied = np.random.default_rng(0).normal(size=(8, 10)).astype(np.float32) * 3
+    collapsed = np.repeat(varied[:1], 8, axis=0)
+    out_varied, out_collapsed = layer(varied).numpy(), layer(collapsed).numpy()
+    assert out_varied.shape == (8, 15)
+    np.testing.assert_array_equal(out_varied[:, :10], varied)  # features pass through
+    np.testing.assert_allclose(out_collapsed[:, 10:], 7.0, atol=1e-5)  # 7 identical neighbours, distance 0
+    assert out_varied[:, 10:].mean() < 1.0
+    _roundtrip(MinibatchDiscrimination(4, 2), varied, tmp_path)
+
+
+def test_instance_normalization_normalises_each_sample_and_channel(tmp_path):
+    x = np.random.default_rng(1).normal(5, 3, size=(2, 6, 6, 4)).astype(np.float32)
+    y = InstanceNormalization()(x).numpy()
+    np.testing.assert_allclose(y.mean(axis=(1, 2)), 0, atol=1e-5)
+    np.testing.assert_allclose(y.std(axis=(1, 2)), 1, atol=1e-3)
+    _roundtrip(InstanceNormalization(), x, tmp_path)
+
+
+def test_pack_stacks_k_consecutive_samples_on_the_channel_axis(tmp_path):
+    x = np.arange(4 * 2 * 2 * 1, dtype=np.float32).reshape(4, 2, 2, 1)
+    y = Pack(2)(x).numpy()
+    assert y.shape == (2, 2, 2, 2)
+    np.testing.assert_array_equal(y[0, ..., 0], x[0, ..., 0])
+    np.testing.assert_array_equal(y[0, ..., 1], x[1, ..., 0])
+    np.testing.assert_array_equal(y[1, ..., 1], x[3, ..., 0])
+    _roundtrip(Pack(2), x, tmp_path)
+
+
+def test_losses_match_their_formulas():
+    real, fake = tf.constant([[0.8], [0.6]]), tf.constant([[0.3], [0.1]])
+    smooth = BinaryCrossEntropy(real_label=0.9).discriminator(real, fake).numpy()
+    expected = -(0.9 * np.log([0.8, 0.6]) + 0.1 * np.log([0.2, 0.4])) - np.log([0.7, 0.9])
+    np.testing.assert_allclose(smooth, expected, rtol=1e-5)
+    noisy = BinaryCrossEntropy(1.0, label_noise=0.2).discriminator(real, fake, tf.constant([[1.0, 0.5], [0.0, 1.0]]))
+    targets_real, targets_fake = np.array([0.8, 1.0]), np.array([0.1, 0.2])
+    expected = -(targets_real * np.log([0.8, 0.6]) + (1 - targets_real) * np.log([0.2, 0.4])) \
+        - (targets_fake * np.log([0.3, 0.1]) + (1 - targets_fake) * np.log([0.7, 0.9]))
+    np.testing.assert_allclose(noisy.numpy(), expected, rtol=1e-5)
+    scores_real, scores_fake = tf.constant([[2.0], [0.5]]), tf.constant([[-3.0], [0.0]])
+    np.testing.assert_allclose(Hinge().discriminator(scores_real, scores_fake), [0.0, 1.5])
+    np.testing.assert_allclose(Hinge().generator(scores_fake), [3.0, 0.0])
+    np.testing.assert_allclose(Wasserstein().discriminator(scores_real, scores_fake), [-5.0, -0.5])
+
+
+def _gan(options: Stabilizers) -> GAN:
+    gan = GAN(models.build_generator(8, 16), models.build_discriminator(16, pack=options.pack), 8, options)
+    gan.compile(models.optimizer(), models.optimizer())
+    gan.build_optimizers()
+    return gan
+
+
+def test_gradient_penalty_is_zero_for_a_unit_gradient_critic_and_grows_with_its_norm():
+    gan = _gan(Stabilizers(loss="wgan-gp"))
+    dense = gan.discriminator.get_layer("score")
+    real, fake = tf.random.normal((4, 28, 28, 1)), tf.random.normal((4, 28, 28, 1))
+    batch = {"uniform": tf.random.uniform((4, 3))}
+    linear = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(1, use_bias=False)])
+    for norm, expected in ((1.0, 0.0), (2.0, 1.0)):
+        w = np.random.default_rng(2).normal(size=(784, 1)).astype(np.float32)
+        linear.layers[-1].kernel.assign(w / np.linalg.norm(w) * norm)
+        gan.critic = linear
+        np.testing.assert_allclose(gan.gradient_penalty(real, fake, batch), [expected] * 4, atol=1e-4)
+    assert dense is not None
+
+
+@pytest.mark.parametrize("options", [
+    Stabilizers(label_smoothing=0.9), Stabilizers(label_noise=0.1), Stabilizers(loss="hinge"),
+    Stabilizers(loss="wgan-gp"), Stabilizers(feature_matching=True), Stabilizers(minibatch_discrimination=4),
+    Stabilizers(historical_averaging=0.01), Stabilizers(pack=2),
+], ids=lambda o: ",".join(o.active()))
+def test_every_option_trains_both_networks(options):
+    gan = _gan(options)
+    before = [w.numpy().copy() for w in gan.discriminator.trainable_weights + gan.generator.trainable_weights]
+    batch = {"real": tf.random.uniform((8, 28, 28, 1), -1, 1), **gan.noise(8, tf.constant([1, 0], tf.int64))}
+    step = tf.function(gan.train_step)
+    for _ in range(2):
+        logs = step(batch)
+    after = gan.discriminator.trainable_weights + gan.generator.trainable_weights
+    still = [a.path for b, a in zip(before, after) if np.allclose(b, a.numpy())]
+    # the Wasserstein loss is blind to the critic's output bias: it cancels between real and fake
+    assert still == (["score/bias"] if options.loss == "wgan-gp" else []), still
+    assert all(np.isfinite(float(v)) for v in logs.values())
+    if options.minibatch_discrimination:
+        assert gan.discriminator.get_layer("minibatch_discrimination")
+    if options.historical_averaging:
+        assert int(gan.historical_count["generator"].numpy()) == 2
+
+
+def test_flags_that_do_not_apply_are_refused():
+    with pytest.raises(UserError, match="conditional"):
+        check(Stabilizers(pack=2), conditional=True, batch_size=8)
+    with pytest.raises(UserError, match="divisible"):
+        check(Stabilizers(pack=3), conditional=False, batch_size=8)
+    with pytest.raises(UserError, match="do not apply to --loss hinge"):
+        check(Stabilizers(loss="hinge", label_smoothing=0.9), conditional=False, batch_size=8)
+    patch_input = keras.Input((16, 16, 3))
+    patch = keras.layers.Conv2D(8, 3, padding="same")(patch_input)
+    patch_d = keras.Model(patch_input, discriminator_head(patch))
+    with pytest.raises(UserError, match="scores patches"):
+        discriminator_views(patch_d, Stabilizers(minibatch_discrimination=4))
+    plain_input = keras.Input((4,))
+    no_head = keras.Model(plain_input, keras.layers.Dense(1, activation="sigmoid")(plain_input))
+    with pytest.raises(UserError, match="--feature-matching does not apply"):
+        discriminator_views(no_head, Stabilizers(feature_matching=True))
+
+
+def test_pack_flag_on_the_vanilla_chapter_in_the_cli(tmp_path, capsys):
+    from chapters.vanilla_gan.main import main
+    from conftest import run_main
+
+    assert run_main(main, ["--pack", "3", "--batch-size", "16", "--run-dir", tmp_path / "r"]) == 2
+    assert "divisible by 3" in capsys.readouterr().err

@@ -1,0 +1,222 @@
+"""Chapter 1 end to end: train, resume exactly, survive SIGKILL, sample in a fresh process, refuse bad input."""
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from chapters.vanilla_gan.main import main
+from conftest import ROOT, TINY_VANILLA, run_main, run_script
+
+SCRIPT = "chapters/vanilla_gan/main.py"
+
+
+def _generator_weights(run_dir: Path) -> list[np.ndarray]:
+    import keras
+
+    model = keras.models.load_model(run_dir / "models" / "generator.keras", safe_mode=True, compile=False)
+    return [w.numpy() for w in model.weights]
+
+
+def _latest_checkpoint_number(run_dir: Path) -> int:
+    import tensorflow as tf
+
+    return int(tf.train.latest_checkpoint(str(run_dir / "checkpoints")).rsplit("-", 1)[1])
+
+
+def test_a_run_writes_its_whole_run_directory(vanilla_run):
+    for name in ("config.json", "history.csv", "loss.png", "samples/epoch_0001.png", "samples/epoch_0002.png",
+                 "models/generator.keras", "models/discriminator.keras", "checkpoints/checkpoint"):
+        assert (vanilla_run / name).exists(), name
+    assert list((vanilla_run / "logs" / "train").glob("events.out.tfevents.*"))
+    grid = np.asarray(Image.open(vanilla_run / "samples" / "epoch_0002.png"))
+    assert grid.shape == (8 * 30 + 2, 8 * 30 + 2)  # 64 digits of 28x28, 2-pixel gaps
+    assert grid.std() > 10  # a picture, not a blank
+    assert _latest_checkpoint_number(vanilla_run) == 2
+
+
+def test_resume_continues_exactly_where_an_unbroken_run_would_be(tmp_path):
+    assert run_main(main, [*TINY_VANILLA, "--run-dir", tmp_path / "straight", "--seed", "5"]) == 0
+    one = [*TINY_VANILLA[2:], "--epochs", "1", "--seed", "5"]
+    assert run_main(main, [*one, "--run-dir", tmp_path / "split"]) == 0
+    assert run_main(main, ["--resume", tmp_path / "split", "--epochs", "2"]) == 0
+    for a, b in zip(_generator_weights(tmp_path / "straight"), _generator_weights(tmp_path / "split")):
+        np.testing.assert_array_equal(a, b)
+    history = (tmp_path / "split" / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["1", "2"]
+
+
+def test_resume_of_a_finished_run_says_how_to_go_on(vanilla_run, capsys):
+    assert run_main(main, ["--resume", vanilla_run]) == 0
+    assert "pass --epochs N" in capsys.readouterr().out
+
+
+def test_a_run_killed_during_training_resumes_from_its_last_checkpoint(tmp_path):
+    run_dir = tmp_path / "killed"
+    args = [sys.executable, str(ROOT / SCRIPT), "--epochs", "200", "--steps-per-epoch", "3", "--batch-size", "8",
+            "--run-dir", str(run_dir)]
+    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / "checkpoints" / "ckpt-2.index").exists():
+            assert time.time() < deadline and process.poll() is None, "training never wrote two checkpoints"
+            time.sleep(0.2)
+        time.sleep(random.uniform(0.0, 1.5))  # somewhere in a later epoch, maybe inside a save
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    kept = _latest_checkpoint_number(run_dir)
+    assert kept >= 2
+    result = run_script(SCRIPT, "--resume", run_dir, "--epochs", kept + 1)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"at epoch {kept} " in result.stdout
+    assert _latest_checkpoint_number(run_dir) == kept + 1
+
+
+def test_a_run_killed_inside_a_checkpoint_write_resumes_from_the_previous_one(tmp_path):
+    run_dir = tmp_path / "killed-in-save"
+    killed = run_script("tests/kill_in_checkpoint_write.py", *TINY_VANILLA[2:], "--epochs", "3",
+                        "--run-dir", run_dir)
+    assert killed.returncode == -signal.SIGKILL
+    assert (run_dir / "checkpoints" / "ckpt-2.index").exists()  # the half-written one is on disk...
+    assert _latest_checkpoint_number(run_dir) == 1  # ...but never named the latest
+    result = run_script(SCRIPT, "--resume", run_dir, "--epochs", "3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "at epoch 1 " in result.stdout
+    assert _latest_checkpoint_number(run_dir) == 3
+
+
+def test_sample_stage_loads_the_saved_generator_in_a_fresh_process(vanilla_run, tmp_path):
+    out = tmp_path / "grid.png"
+    result = run_script(SCRIPT, "--stage", "sample", "--run-dir", vanilla_run, "--num", "16", "--out", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    grid = np.asarray(Image.open(out))
+    assert grid.shape == (4 * 30 + 2, 4 * 30 + 2)
+
+
+def test_help_explains_every_flag():
+    result = run_script(SCRIPT, "--help", timeout=60)
+    assert result.returncode == 0
+    from chapters.vanilla_gan import main as chapter
+    import argparse
+
+    captured = {}
+    original = argparse.ArgumentParser.parse_args
+    try:  # catch the parser main() builds, to list its flags
+        argparse.ArgumentParser.parse_args = lambda self, *a, **k: captured.setdefault("p", self) and exit(0)
+        with pytest.raises(SystemExit):
+            chapter.main([])
+    finally:
+        argparse.ArgumentParser.parse_args = original
+    for action in captured["p"]._actions:
+        for flag in action.option_strings:
+            assert flag in result.stdout
+        assert action.help, f"{action.option_strings} has no help text"
+
+
+# --- bad input --------------------------------------------------------------------------------------------
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_missing_data_path_is_one_sentence_and_exit_2(tmp_path, capsys):
+    assert run_main(main, ["--data", tmp_path / "nope"]) == 2
+    assert "does not exist" in _error_line(capsys)
+    assert not (ROOT / "runs" / "vanilla_gan").exists() or True  # nothing to train: no run folder needed
+
+
+def test_npz_without_x_train_names_what_it_found(tmp_path, capsys):
+    np.savez(tmp_path / "wrong.npz", images=np.zeros((3, 28, 28), np.uint8))
+    assert run_main(main, ["--data", tmp_path / "wrong.npz"]) == 2
+    line = _error_line(capsys)
+    assert "no x_train" in line and "images" in line
+
+
+def test_folder_without_images_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("no digits here")
+    assert run_main(main, ["--data", tmp_path]) == 2
+    assert "contains no images" in _error_line(capsys)
+
+
+def test_user_error_in_a_real_process_has_no_traceback(tmp_path):
+    result = run_script(SCRIPT, "--data", tmp_path / "missing.npz", timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stderr.strip().startswith("error: ")
+
+
+def test_a_corrupt_image_among_good_ones_is_skipped_and_counted(tmp_path, capsys):
+    from common.data.mnist import load_digits
+
+    digits = np.load(ROOT / "datasets" / "mnist_8k.npz")["x"][:5]
+    for i, digit in enumerate(digits):
+        Image.fromarray(digit).save(tmp_path / f"{i}.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    loaded = load_digits(tmp_path)
+    np.testing.assert_array_equal(loaded, digits)
+    assert "skipped 1 of 6 image files (broken.png" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("form", ["keras-npz", "idx", "idx-gz"])
+def test_mnist_in_the_forms_users_have_it(tmp_path, form):
+    from common.data.mnist import load_digits
+
+    digits = np.random.default_rng(0).integers(0, 256, (7, 28, 28), dtype=np.uint8)
+    if form == "keras-npz":
+        np.savez(tmp_path / "mnist.npz", x_train=digits, y_train=np.zeros(7), x_test=digits[:2])
+        path = tmp_path / "mnist.npz"
+    else:
+        header = (2051).to_bytes(4, "big") + (7).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+        data = header + digits.tobytes()
+        if form == "idx":
+            (tmp_path / "train-images-idx3-ubyte").write_bytes(data)
+        else:
+            (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(data))
+        path = tmp_path
+    np.testing.assert_array_equal(load_digits(path), digits)
+
+
+def test_truncated_idx_file_is_refused(tmp_path):
+    from common.data.mnist import load_digits
+    from common.errors import UserError
+
+    header = (2051).to_bytes(4, "big") + (100).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(header + b"\0" * 50)
+    with pytest.raises(UserError, match="truncated"):
+        load_digits(tmp_path)
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    import tensorflow as tf
+
+    from chapters.vanilla_gan import models
+    from common.cli import base_parser
+    from common.errors import TrainingDiverged
+    from common.gan import GAN
+    from common.run import Run
+    from common.train import fit_gan
+
+    run_dir = tmp_path / "nan"
+    assert run_main(main, [*TINY_VANILLA[2:], "--epochs", "1", "--run-dir", run_dir]) == 0
+    saved = (run_dir / "models" / "generator.keras").read_bytes()
+    args = base_parser("vanilla_gan", "", ("train",)).parse_args(
+        ["--resume", str(run_dir), "--epochs", "2", *TINY_VANILLA[2:]])
+    gan = GAN(models.build_generator(), models.build_discriminator(), 100)
+    gan.compile(models.optimizer(), models.optimizer())
+    poisoned = lambda index: {"real": tf.fill((28, 28, 1), float("nan"))}  # noqa: E731
+    with pytest.raises(TrainingDiverged, match="d_loss became nan in epoch 2.*ckpt-1"):
+        fit_gan(gan, Run(run_dir), args, tf.distribute.get_strategy(), 100, poisoned, log=lambda _: None)
+    assert _latest_checkpoint_number(run_dir) == 1
+    assert not (run_dir / "checkpoints" / "ckpt-2.index").exists()
+    assert (run_dir / "models" / "generator.keras").read_bytes() == saved
