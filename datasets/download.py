@@ -5,7 +5,9 @@ import hashlib
 import os
 import shutil
 import sys
+import tarfile
 import urllib.request
+import zipfile
 from pathlib import Path
 
 from common.errors import UserError
@@ -45,6 +47,47 @@ def download(url: str, destination: str | os.PathLike, sha256: str | None) -> Pa
                         "run again (or the source has changed)")
     os.replace(part, destination)
     return destination
+
+
+def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Extracts a .tar(.gz) or .zip into `target`, refusing anything that could land outside it.
+
+    Refused before a single file is written: absolute paths, `..` components, symbolic and hard links, device
+    files and FIFOs (for tar the check is tarfile's own "data" filter, applied to every member up front).
+    """
+    archive, target = Path(archive), Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    root = target.resolve()
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zipped:
+            for info in zipped.infolist():
+                mode = info.external_attr >> 16
+                name = info.filename
+                inside = (root / name).resolve()
+                if name.startswith(("/", "\\")) or ".." in Path(name).parts or not inside.is_relative_to(root):
+                    raise UserError(f"{archive}: member {name!r} would be written outside {target}; refusing to extract")
+                if mode and (mode & 0o170000) not in (0o100000, 0o040000, 0):
+                    raise UserError(f"{archive}: member {name!r} is a link or special file; refusing to extract")
+            zipped.extractall(target)
+        return target
+    try:
+        tar = tarfile.open(archive)
+    except (tarfile.TarError, OSError) as error:
+        raise UserError(f"{archive} is neither a zip nor a tar archive ({error})") from None
+    with tar:
+        members = tar.getmembers()
+        for member in members:
+            if member.name.startswith(("/", "\\")) or ".." in Path(member.name).parts:
+                raise UserError(f"{archive}: member {member.name!r} would be written outside {target}; "
+                                "refusing to extract")
+            try:
+                tarfile.data_filter(member, str(root))
+            except tarfile.FilterError as error:
+                raise UserError(f"{archive}: member {member.name!r} refused ({error}); refusing to extract") from None
+            if member.islnk() or member.issym():
+                raise UserError(f"{archive}: member {member.name!r} is a link; refusing to extract")
+        tar.extractall(target, members=members, filter="data")
+    return target
 
 
 def main_guard(function) -> None:
