@@ -51,6 +51,12 @@ class GAN(keras.Model):
     def metrics(self) -> list[keras.metrics.Metric]:
         return list(self.trackers.values())
 
+    def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
+        # Under a tf.distribute strategy Keras traces the model once on a first batch, reduced across replicas
+        # as one structure, which MultiWorkerMirroredStrategy cannot do with a dict batch. There is nothing to
+        # build: the networks are built functional models and our optimizers are built in build_optimizers().
+        return
+
     # --- what a chapter may override -------------------------------------------------------------
     def noise(self, batch_size: int, seed: tf.Tensor) -> Batch:
         """Latent vectors for one step's D update and G update (stateless: fixed by `seed`)."""
@@ -94,9 +100,18 @@ class GAN(keras.Model):
     def train_step(self, batch: Batch) -> dict[str, tf.Tensor]:
         d_loss, d_real, d_fake = self.discriminator_step(batch)
         g_loss = self.generator_step(batch)
-        for name, value in zip(self.tracked, (d_loss, g_loss, d_real, d_fake)):
+        return self.report(dict(zip(self.tracked, (d_loss, g_loss, d_real, d_fake))))
+
+    def report(self, values: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Adds a step's values to the running means and returns the logs train_step hands to Keras."""
+        for name, value in values.items():
             self.trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        logs = {name: tracker.result() for name, tracker in self.trackers.items()}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras reduces multi-worker logs with reduce(MEAN, axis=0), which needs a batch axis: give each
+            # (already all-reduced) scalar one, so the reduction returns it as a scalar again.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
 
     def discriminator_step(self, batch: Batch) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         real = batch["real"]

@@ -63,7 +63,10 @@ def fit_gan(gan: GAN, run: Run, args: argparse.Namespace, strategy: tf.distribut
                       callbacks=keep, shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
     last = {k: float(v[-1]) for k, v in history.history.items()}
     log(f"done: {run}  last epoch: " + ", ".join(f"{k} {v:.4f}" for k, v in last.items()))
-    log(f"samples: {run.samples / f'epoch_{args.epochs:04d}.png'}  generator: {run.model_path('generator')}")
+    if chief:
+        log(f"samples: {run.samples / f'epoch_{args.epochs:04d}.png'}  generator: {run.model_path('generator')}")
+    else:
+        log("this worker is not the chief: checkpoints, samples and models are written by worker 0")
     return last
 
 

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import pytest
 
-from conftest import run_script
+from conftest import ROOT, run_script
 
 
 def test_mirrored_strategy_over_two_cpus_matches_a_single_device(tmp_path):
@@ -17,3 +21,35 @@ def test_mirrored_strategy_over_two_cpus_matches_a_single_device(tmp_path):
         assert runs["mirrored"]["logs"][key] == pytest.approx(runs["single"]["logs"][key], rel=1e-3, abs=1e-4)
     assert runs["mirrored"]["generator_abs_sum"] == pytest.approx(runs["single"]["generator_abs_sum"], rel=1e-4)
     assert (tmp_path / "mirrored" / "checkpoints" / "ckpt-1.index").exists()
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_multiworker_processes_on_localhost_train_together_and_only_the_chief_writes(tmp_path):
+    """MultiWorkerMirroredStrategy with TF_CONFIG: two workers on 127.0.0.1 train 3 steps and both exit."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workers = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        argv = [sys.executable, str(ROOT / "chapters/vanilla_gan/main.py"), "--strategy", "multiworker",
+                "--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "16", "--run-dir", str(tmp_path / f"w{index}")]
+        workers.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True))
+    try:
+        outputs = [worker.communicate(timeout=420)[0] for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    for worker, output in zip(workers, outputs):
+        assert worker.returncode == 0, output[-3000:]
+    assert (tmp_path / "w0" / "checkpoints" / "ckpt-1.index").exists()  # worker 0 is the chief
+    assert (tmp_path / "w0" / "models" / "generator.keras").exists()
+    assert not list((tmp_path / "w1").glob("checkpoints/ckpt-*")) and not list((tmp_path / "w1").glob("samples/*.png"))
