@@ -1,0 +1,304 @@
+"""SRGAN's images: random HR/LR training crops in tf.data, fixed validation crops, and tiled upscaling.
+
+Training: each example is a random hr_size crop (with random flips) of one image of the folder, and its LR
+version made by bicubic 4x downsampling; decoding happens in parallel inside tf.data. The crop of example i
+is fixed by (seed, i), so a resumed run sees the same crops an unbroken one would.
+
+Upscaling: any image is cut into overlapping LR tiles; each tile's 4x output is weighted by a window that is 0
+in the outer quarter of the overlap (where zero padding at the tile edge disturbs the network), rises linearly
+across the middle half and is 1 inside, and the weighted sum is divided by the summed weights. The windows are
+continuous and every pixel has positive total weight, so no seam can appear; tile rows are finished one band at
+a time and written to the PNG as they are done, so memory is bounded by one band, not by the image size.
+"""
+from __future__ import annotations
+
+import math
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from chapters.srgan.models import SCALE, downsample
+from common.data.images import check_image, find_images, usable_images
+from common.errors import UserError
+from common.images import to_uint8
+
+
+# --- training crops -------------------------------------------------------------------------------------
+
+def quantize(images: tf.Tensor) -> tf.Tensor:
+    """Rounds [-1, 1] images to the 256 levels of an 8-bit file (an LR photo is 8-bit too)."""
+    return tf.round((images + 1.0) * 127.5) / 127.5 - 1.0
+
+
+def decode_rgb(path: tf.Tensor) -> tf.Tensor:
+    """Any PNG/JPEG/BMP/GIF file (grey, RGB, RGBA, palette) -> (H, W, 3) float32 in [-1, 1]."""
+    raw = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    return tf.cast(raw, tf.float32) / 127.5 - 1.0
+
+
+def random_crop_pair(image: tf.Tensor, hr_size: int, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+    """A random hr_size crop with random flips, and its bicubic 1/4 (both in [-1, 1])."""
+    shape = tf.shape(image)
+    side = tf.minimum(shape[0], shape[1])
+    # Images smaller than the crop are enlarged first (e.g. CelebA's 178x218 with the book's 256 crops).
+    factor = tf.maximum(1.0, hr_size / tf.cast(side, tf.float32))
+    size = tf.cast(tf.math.ceil(tf.cast(shape[:2], tf.float32) * factor), tf.int32)
+    image = tf.cond(factor > 1.0, lambda: tf.image.resize(image, size, method="bicubic"), lambda: image)
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    hr = tf.image.stateless_random_crop(image, [hr_size, hr_size, 3], seeds[0])
+    hr = tf.image.stateless_random_flip_left_right(hr, seeds[1])
+    hr = tf.image.stateless_random_flip_up_down(hr, seeds[2])
+    hr = tf.clip_by_value(hr, -1.0, 1.0)
+    return {"lr": quantize(downsample(hr)), "hr": hr}
+
+
+def training_crops(folder: str | os.PathLike, hr_size: int, crops_per_image: int, seed: int,
+                   log: Callable[[str], None] = print, flag: str = "--data"
+                   ) -> tuple[int, Callable[[tf.Tensor], dict[str, tf.Tensor]]]:
+    """(number of examples per pass, take(index)) for common.data.stream.training_stream.
+
+    A pass holds `crops_per_image` random crops of every usable image; unreadable files are skipped and
+    counted up front, files that fail later (truncated) are dropped by the stream.
+    """
+    if hr_size % SCALE:
+        raise UserError(f"--hr-size {hr_size} must be a multiple of {SCALE}")
+    paths = usable_images(find_images(folder, flag), log, flag)
+    files = tf.constant([str(p) for p in paths])
+    count = len(paths)
+    log(f"{count} images in {folder}, {crops_per_image} random {hr_size}x{hr_size} crop(s) of each per epoch")
+
+    def take(index: tf.Tensor) -> dict[str, tf.Tensor]:
+        index = tf.cast(index, tf.int64)
+        image = decode_rgb(tf.gather(files, index % count))
+        return random_crop_pair(image, hr_size, tf.stack([tf.constant(seed, tf.int64), index]))
+
+    return count * crops_per_image, take
+
+
+# --- held-out images ------------------------------------------------------------------------------------
+
+def read_rgb(path: str | os.PathLike, flag: str = "--input") -> np.ndarray:
+    """A file as (H, W, 3) uint8, or a UserError saying why it cannot be used."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{flag} {path} does not exist")
+    why = check_image(path)
+    if why is not None:
+        raise UserError(f"{flag} {path} cannot be used: {why}")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), np.uint8)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{flag} {path} cannot be used: not a readable image ({error.__class__.__name__})") from None
+
+
+def load_held_out(folder: str | os.PathLike, log: Callable[[str], None] = print, flag: str = "--eval-data"
+                  ) -> list[tuple[str, np.ndarray]]:
+    """(name, HR uint8 image cropped to a multiple of 4) for every usable image of the folder."""
+    out = []
+    for path in usable_images(find_images(folder, flag), log, flag):
+        try:
+            image = read_rgb(path, flag)
+        except UserError as error:
+            log(f"skipped {path.name}: {error}")
+            continue
+        height, width = (image.shape[0] // SCALE) * SCALE, (image.shape[1] // SCALE) * SCALE
+        if min(height, width) < 4 * SCALE:
+            log(f"skipped {path.name}: smaller than {4 * SCALE}x{4 * SCALE} pixels")
+            continue
+        out.append((path.name, image[:height, :width]))
+    if not out:
+        raise UserError(f"{flag} {folder}: no usable image")
+    return out
+
+
+_CROP_PLACES = ((0.5, 0.5), (0.25, 0.25), (0.75, 0.75), (0.25, 0.75), (0.75, 0.25))
+
+
+def validation_crops(images: list[np.ndarray], hr_size: int, count: int = 4) -> np.ndarray:
+    """`count` fixed hr_size crops (N, hr, hr, 3) in [-1, 1], spread over the images."""
+    crops = []
+    for i in range(count):
+        image = images[i % len(images)]
+        place = _CROP_PLACES[(i // len(images)) % len(_CROP_PLACES)]
+        if min(image.shape[:2]) < hr_size:
+            factor = hr_size / min(image.shape[:2])
+            size = (math.ceil(image.shape[1] * factor), math.ceil(image.shape[0] * factor))
+            image = np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))
+        top = round((image.shape[0] - hr_size) * place[0])
+        left = round((image.shape[1] - hr_size) * place[1])
+        crops.append(image[top:top + hr_size, left:left + hr_size])
+    return np.stack(crops).astype(np.float32) / 127.5 - 1.0
+
+
+def make_lr(hr: np.ndarray) -> np.ndarray:
+    """HR images in [-1, 1] -> their bicubic 1/4, 8-bit quantised, as float32 in [-1, 1]."""
+    return quantize(downsample(tf.constant(hr, tf.float32))).numpy()
+
+
+def strip_rows(lr: np.ndarray, sr: np.ndarray, hr: np.ndarray) -> np.ndarray:
+    """(4N, hr, hr, 3): per crop LR (pixels enlarged) | bicubic | SR | HR, for common.images.make_grid."""
+    from chapters.srgan.models import bicubic_upscale
+
+    nearest = np.repeat(np.repeat(lr, SCALE, axis=1), SCALE, axis=2)
+    bicubic = bicubic_upscale(tf.constant(lr)).numpy()
+    return np.stack([nearest, bicubic, np.asarray(sr), hr], axis=1).reshape(-1, *hr.shape[1:])
+
+
+# --- tiled upscaling --------------------------------------------------------------------------------------
+
+def tile_starts(length: int, tile: int, overlap: int) -> tuple[list[int], int]:
+    """Evenly spread tile starts covering [0, length) with overlaps >= `overlap`; (starts, tile length)."""
+    if length <= tile:
+        return [0], length
+    count = math.ceil((length - overlap) / (tile - overlap))
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)], tile
+
+
+def window(size: int, lead: bool, trail: bool, overlap_out: int) -> np.ndarray:
+    """1-D blending weights of one tile's output: 0 -> 1 ramps at the edges that meet another tile."""
+    weights = np.ones(size, np.float32)
+    if overlap_out <= 0:
+        return weights
+    distance = np.arange(size, dtype=np.float32) + 0.5
+    ramp = lambda d: np.clip((d - overlap_out / 4) / (overlap_out / 2), 0.0, 1.0)  # noqa: E731
+    if lead:
+        weights = np.minimum(weights, ramp(distance))
+    if trail:
+        weights = np.minimum(weights, ramp(distance[::-1]))
+    return weights
+
+
+def upscale_bands(generator: Callable[[np.ndarray], np.ndarray], lr: np.ndarray, tile: int = 128,
+                  overlap: int = 32) -> Iterator[np.ndarray]:
+    """Yields the 4x image of `lr` ((H, W, 3) float32 in [-1, 1]) as consecutive uint8 bands of rows.
+
+    generator: maps a (1, h, w, 3) LR batch to its (1, 4h, 4w, 3) output. Memory: one band of 4*tile rows.
+    """
+    if not 0 <= overlap < tile / 2 or tile < 4:
+        raise UserError(f"--tile-overlap must be at least 0 and less than half of --tile (got {overlap} and {tile})")
+    height, width = lr.shape[:2]
+    ys, tile_h = tile_starts(height, tile, overlap)
+    xs, tile_w = tile_starts(width, tile, overlap)
+    out_w, band_h = width * SCALE, tile_h * SCALE
+    values = np.zeros((band_h, out_w, 3), np.float32)
+    weights = np.zeros((band_h, out_w, 1), np.float32)
+    wx = [window(tile_w * SCALE, i > 0, i < len(xs) - 1, overlap * SCALE) for i in range(len(xs))]
+    for row, y in enumerate(ys):
+        wy = window(band_h, row > 0, row < len(ys) - 1, overlap * SCALE)[:, None, None]
+        for column, x in enumerate(xs):
+            piece = lr[None, y:y + tile_h, x:x + tile_w]
+            sr = np.asarray(generator(piece), np.float32)[0]
+            w = wy * wx[column][None, :, None]
+            left = x * SCALE
+            values[:, left:left + tile_w * SCALE] += sr * w
+            weights[:, left:left + tile_w * SCALE] += w
+        done = (ys[row + 1] - y) * SCALE if row + 1 < len(ys) else band_h
+        yield to_uint8(values[:done] / weights[:done])
+        values[:band_h - done] = values[done:].copy()
+        weights[:band_h - done] = weights[done:].copy()
+        values[band_h - done:] = 0.0
+        weights[band_h - done:] = 0.0
+
+
+def keras_generator(model) -> Callable[[np.ndarray], np.ndarray]:
+    """A compiled inference function for upscale_bands (one trace per tile shape)."""
+    infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return lambda batch: infer(tf.constant(batch, tf.float32)).numpy()
+
+
+def upscale_array(generator: Callable[[np.ndarray], np.ndarray], lr: np.ndarray, tile: int = 128,
+                  overlap: int = 32) -> np.ndarray:
+    """The whole 4x image as one uint8 array (for small images: evaluation, samples, tests)."""
+    return np.concatenate(list(upscale_bands(generator, lr, tile, overlap)), axis=0)
+
+
+class PngWriter:
+    """Writes an RGB PNG band by band (filter "Up", zlib), so a large output never sits in memory whole."""
+
+    def __init__(self, path: Path, width: int, height: int) -> None:
+        self.path, self.width, self.height = path, width, height
+        self.tmp = path.with_name(f".{path.name}.partial")
+        self.handle = open(self.tmp, "wb")
+        self.handle.write(b"\x89PNG\r\n\x1a\n")
+        self._chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        self.compressor = zlib.compressobj(6)
+        self.previous = np.zeros((width * 3,), np.uint8)
+        self.rows = 0
+
+    def _chunk(self, kind: bytes, data: bytes) -> None:
+        self.handle.write(struct.pack(">I", len(data)) + kind + data)
+        self.handle.write(struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    def write(self, band: np.ndarray) -> None:
+        rows = band.reshape(band.shape[0], -1)
+        above = np.concatenate([self.previous[None], rows[:-1]], axis=0)
+        filtered = np.concatenate([np.full((len(rows), 1), 2, np.uint8), rows - above], axis=1)  # uint8 wraps
+        data = self.compressor.compress(filtered.tobytes())
+        if data:
+            self._chunk(b"IDAT", data)
+        self.previous = rows[-1].copy()
+        self.rows += len(rows)
+
+    def close(self) -> None:
+        self._chunk(b"IDAT", self.compressor.flush())
+        self._chunk(b"IEND", b"")
+        self.handle.close()
+        if self.rows != self.height:
+            self.tmp.unlink(missing_ok=True)
+            raise RuntimeError(f"PNG {self.path}: wrote {self.rows} of {self.height} rows")
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.handle.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def upscale_file(generator: Callable[[np.ndarray], np.ndarray], source: Path, target: Path, tile: int,
+                 overlap: int) -> tuple[int, int]:
+    """Reads `source`, writes its 4x PNG to `target` (atomically); returns the output (width, height)."""
+    image = read_rgb(source)
+    lr = image.astype(np.float32) / 127.5 - 1.0
+    height, width = image.shape[0] * SCALE, image.shape[1] * SCALE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    writer = PngWriter(target, width, height)
+    try:
+        for band in upscale_bands(generator, lr, tile, overlap):
+            writer.write(band)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    return width, height
+
+
+def plan_outputs(source: Path, output: str | None, overwrite: bool) -> list[tuple[Path, Path]]:
+    """(input file, output PNG) pairs for --input FILE_OR_DIR --output PATH; refuses to overwrite."""
+    if not source.exists():
+        raise UserError(f"--input {source} does not exist")
+    if source.is_dir():
+        files = usable_images(find_images(source, "--input"), flag="--input")
+        folder = Path(output) if output else source.with_name(source.name + "_x4")
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"--output {folder} is a file; with a folder as --input, give a folder as --output")
+        pairs = [(f, folder / f.relative_to(source).with_name(f.stem + "_x4.png")) for f in files]
+    else:
+        target = Path(output) if output else source.with_name(source.stem + "_x4.png")
+        if target.is_dir():
+            target = target / (source.stem + "_x4.png")
+        if target.suffix.lower() != ".png":
+            raise UserError(f"--output {target} must be a .png file (the upscaled image is written as PNG)")
+        pairs = [(source, target)]
+    existing = [t for _, t in pairs if t.exists()]
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise UserError(f"{existing[0]}{more} already exists; pass --overwrite to replace it")
+    if any(s.resolve() == t.resolve() for s, t in pairs):
+        raise UserError("--output would replace the --input image itself; choose another --output")
+    return pairs

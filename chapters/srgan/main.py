@@ -1,0 +1,310 @@
+"""Chapter 5: SRGAN, 4x super-resolution of photos with a VGG19 perceptual loss.
+
+Training first fits the generator alone on pixel MSE (SRResNet, the paper's initialisation; <run>/pretrain/),
+then trains it adversarially against the patch discriminator with content + 1e-3 x adversarial loss (<run>/).
+With no --data it trains on random crops of public-domain photos shipped in datasets/srgan_photos/train and
+scores on the held-out photos in datasets/srgan_photos/evaluate; --data takes any folder of images (CelebA's
+img_align_celeba, DIV2K, your photos).
+
+  python chapters/srgan/main.py                                   # pretrain + train (minutes on a CPU)
+  python chapters/srgan/main.py --stage evaluate                  # PSNR/SSIM vs bicubic on held-out photos
+  python chapters/srgan/main.py --stage upscale --input photo.jpg --output photo_x4.png
+  python chapters/srgan/main.py --data ~/img_align_celeba --hr-size 256 --batch-size 4 --vgg-weights FILE
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
+
+from common.cli import base_parser, explicit_flags, run_main  # noqa: E402
+
+PHOTOS = Path(__file__).resolve().parents[2] / "datasets" / "srgan_photos"
+EMBEDDED_CROPS_PER_IMAGE = 40
+_NOT_SAVED = {"resume", "run_dir", "stage", "num", "out", "input", "output", "overwrite", "generator"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = base_parser("srgan", __doc__, stages=("train", "pretrain", "upscale", "evaluate"), epochs=2,
+                         batch_size=8, data_help="folder of training images (any size; default: the embedded "
+                                                 "photos in datasets/srgan_photos/train)")
+    model = parser.add_argument_group("SRGAN")
+    model.add_argument("--hr-size", type=int, default=96, metavar="PIXELS",
+                       help="side of the HR training crops (a multiple of 4; the book uses 256, the paper 96)")
+    model.add_argument("--residual-blocks", type=int, default=16, metavar="N",
+                       help="residual blocks in the generator (the book's 16)")
+    model.add_argument("--pretrain-epochs", type=int, default=5, metavar="N",
+                       help="epochs of SRResNet pretraining (generator alone, pixel MSE) before the adversarial "
+                            "epochs; 0 = start adversarially from random weights, as the book does")
+    model.add_argument("--pretrain-lr", type=float, default=1e-3,
+                       help="Adam learning rate (beta_1 0.5) of the pretraining (the paper: 1e-4 over 10^6 steps; "
+                            "a short CPU run needs more)")
+    model.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (beta_1 0.5) of G and D")
+    model.add_argument("--content-loss", choices=("auto", "vgg", "mse"), default="auto",
+                       help="vgg: MSE of VGG19 features; mse: pixel MSE; auto: vgg when the VGG19 ImageNet weights "
+                            "load (Keras cache, download or --vgg-weights), else mse with a one-line notice")
+    model.add_argument("--vgg-weights", metavar="FILE", default=None,
+                       help="VGG19 ImageNet weights file (vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5) "
+                            "for machines without internet")
+    model.add_argument("--vgg-layer", choices=("block3_conv3", "block5_conv4"), default="block3_conv3",
+                       help="VGG19 layer of the content loss: the book's block3_conv3 or the paper's block5_conv4")
+    model.add_argument("--adversarial-weight", type=float, default=1e-3,
+                       help="weight of the adversarial term against the content loss's 1")
+    model.add_argument("--crops-per-image", type=int, default=None, metavar="N",
+                       help=f"random crops of each image per epoch (default: {EMBEDDED_CROPS_PER_IMAGE} for the "
+                            "embedded photos, 1 for --data)")
+    model.add_argument("--eval-data", metavar="DIR", default=str(PHOTOS / "evaluate"),
+                       help="held-out images for the per-epoch validation crops and --stage evaluate")
+    model.add_argument("--val-crops", type=int, default=4, metavar="N",
+                       help="fixed validation crops shown (LR | bicubic | SR | HR) and scored every epoch")
+    up = parser.add_argument_group("upscaling (--stage upscale) and evaluation")
+    up.add_argument("--input", metavar="IMG_OR_DIR", default=None, help="image or folder of images to upscale 4x")
+    up.add_argument("--output", metavar="PATH", default=None,
+                    help="output PNG (or folder, for a folder --input); default: beside the input, named *_x4.png")
+    up.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+    up.add_argument("--generator", metavar="FILE", default=None,
+                    help="a saved generator .keras file (default: the run's SRGAN generator, else its SRResNet)")
+    up.add_argument("--tile", type=int, default=128, metavar="PIXELS",
+                    help="LR tile side; the output tile is 4x larger (memory grows with its square)")
+    up.add_argument("--tile-overlap", type=int, default=32, metavar="PIXELS",
+                    help="LR pixels adjacent tiles share; their outputs are blended across it")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    from common.run import open_run
+
+    if args.stage == "upscale":
+        return upscale_stage(args, parser, argv)
+    if args.stage == "evaluate":
+        return evaluate_stage(args, open_run(args, parser, argv, training=False))
+    _resume_from_pretraining(args, parser, argv)
+    if args.resume is None:
+        data = prepare(args)  # a new run: check data and weights before a run folder is made
+        run = open_run(args, parser, argv, training=True)
+    else:
+        run = open_run(args, parser, argv, training=True)  # restores the run's flags first
+        data = prepare(args)
+    train(args, run, data)
+    return 0
+
+
+def _resume_from_pretraining(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """--resume of a run killed during pretraining (no adversarial checkpoint yet): reopen it by its folder."""
+    from common.run import Run, latest_run
+
+    if args.resume is None:
+        return
+    if args.resume == "latest" and not args.run_dir:
+        run = latest_run(args.runs_root, args.chapter)
+    else:
+        run = Run(args.run_dir or args.resume)
+    if run is None or run.has_checkpoint() or not (run.root / "pretrain" / "checkpoints" / "checkpoint").exists():
+        return  # open_run resumes it (or explains why it cannot)
+    typed = explicit_flags(parser, argv)
+    for key, value in run.read_config().items():
+        if key not in typed and key not in _NOT_SAVED and hasattr(args, key):
+            setattr(args, key, value)
+    args.resume, args.run_dir = None, str(run.root)
+
+
+def prepare(args: argparse.Namespace) -> dict:
+    """The training crops, the held-out validation crops and the content loss (may raise UserError)."""
+    from chapters.srgan import images, models
+    from common.errors import UserError
+
+    if args.hr_size < 16 or args.hr_size % 16:
+        raise UserError(f"--hr-size {args.hr_size} must be a multiple of 16 (the discriminator halves it 4 times)")
+    if args.residual_blocks < 1 or args.pretrain_epochs < 0:
+        raise UserError("--residual-blocks must be at least 1 and --pretrain-epochs at least 0")
+    folder = Path(args.data) if args.data else PHOTOS / "train"
+    per_image = args.crops_per_image or (1 if args.data else EMBEDDED_CROPS_PER_IMAGE)
+    count, take_pretrain = images.training_crops(folder, args.hr_size, per_image, 2 * args.seed)
+    _, take_train = images.training_crops(folder, args.hr_size, per_image, 2 * args.seed + 1, log=lambda _: None)
+    held_out = [image for _, image in images.load_held_out(args.eval_data, flag="--eval-data")]
+    hr = images.validation_crops(held_out, args.hr_size, args.val_crops)
+    return {"count": count, "take_pretrain": take_pretrain, "take_train": take_train,
+            "val_hr": hr, "val_lr": images.make_lr(hr), "content": choose_content_loss(args)}
+
+
+def choose_content_loss(args: argparse.Namespace, log=print):
+    """ContentLoss for --content-loss; auto falls back to pixel MSE (one line) when no VGG19 weights load."""
+    from chapters.srgan.models import ContentLoss, build_vgg_features
+    from common.errors import UserError
+
+    if args.content_loss == "mse":
+        return ContentLoss()
+    weights = args.vgg_weights or "imagenet"
+    if args.content_loss == "vgg" or args.vgg_weights:  # asked for VGG explicitly: no silent fallback
+        vgg = build_vgg_features(weights, args.vgg_layer)
+    else:
+        try:
+            # Keras announces the download attempt on stdout; offline that would be a second line of noise.
+            with contextlib.redirect_stdout(io.StringIO()):
+                vgg = build_vgg_features(weights, args.vgg_layer)
+        except UserError as error:
+            log(f"content loss: falling back to pixel MSE because no VGG19 weights are available ({error})")
+            return ContentLoss()
+    log(f"content loss: VGG19 {args.vgg_layer} features ({'ImageNet weights' if weights == 'imagenet' else weights})")
+    return ContentLoss(vgg)
+
+
+def train(args: argparse.Namespace, run, data: dict) -> None:
+    from chapters.srgan import models
+    from common.devices import setup_devices
+    from common.run import Run
+    from common.train import fit_gan
+
+    strategy = setup_devices(args.strategy, args.mixed_precision, args.seed)
+    with strategy.scope():
+        generator = models.build_generator(args.residual_blocks)
+        pretrain = models.SRResNet(generator)
+        pretrain.compile(g_optimizer=models.optimizer(args.pretrain_lr), jit_compile=args.xla)
+    content = data["content"]
+    (run.root / "content_loss.txt").write_text(content.name + "\n")
+    if args.pretrain_epochs and not run.has_checkpoint():
+        phase = Run(run.root / "pretrain").create()
+        phase_args = argparse.Namespace(**{**vars(args), "epochs": args.pretrain_epochs,
+                                           "resume": "pretrain" if phase.has_checkpoint() else None})
+        print(f"SRResNet pretraining (pixel MSE): {phase}")
+        fit_gan(pretrain, phase, phase_args, strategy, data["count"], data["take_pretrain"],
+                **_validation(pretrain, data, phase), callbacks=[_Scores(pretrain, data)])
+        if args.stage == "pretrain":
+            return
+    elif args.stage == "pretrain":
+        print(f"{run} has no pretraining to do (--pretrain-epochs 0 or the adversarial phase has started)")
+        return
+    with strategy.scope():
+        gan = models.SRGAN(generator, models.build_discriminator(), content, args.adversarial_weight)
+        gan.compile(d_optimizer=models.optimizer(args.lr), g_optimizer=models.optimizer(args.lr),
+                    jit_compile=args.xla)
+    print(f"SRGAN training (content loss: {content.name} + {args.adversarial_weight:g} x adversarial): {run}")
+    fit_gan(gan, run, args, strategy, data["count"], data["take_train"], **_validation(gan, data, run),
+            callbacks=[_Scores(gan, data)])
+
+
+def _validation(model, data: dict, run) -> dict:
+    """fit_gan's sample/render: a strip LR | bicubic | SR | HR per fixed validation crop."""
+    from chapters.srgan.images import strip_rows
+    from common.images import make_grid
+
+    def sample():
+        return model.generator(data["val_lr"], training=False).numpy()
+
+    return {"sample": sample,
+            "render": lambda sr: make_grid(strip_rows(data["val_lr"], sr, data["val_hr"]), columns=4)}
+
+
+def _scores_of(sr, hr) -> dict[str, float]:
+    from common.metrics import psnr, ssim
+
+    return {"psnr": psnr(sr, hr, y_channel=True, crop_border=4), "ssim": ssim(sr, hr, y_channel=True, crop_border=4)}
+
+
+def _Scores(model, data: dict):
+    """A callback adding eval/psnr, eval/ssim (Y channel, 4-pixel crop) of the validation crops to each epoch."""
+    import keras
+
+    from chapters.srgan.models import bicubic_upscale
+
+    bicubic = _scores_of(bicubic_upscale(data["val_lr"]).numpy(), data["val_hr"])
+
+    class Scores(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            sr = model.generator(data["val_lr"], training=False).numpy()
+            scores = _scores_of(sr, data["val_hr"])
+            if logs is not None:
+                logs.update({f"eval/{k}": v for k, v in scores.items()})
+                logs.update({f"eval/{k}_bicubic": v for k, v in bicubic.items()})
+            print(f"validation crops: PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f} "
+                  f"(bicubic {bicubic['psnr']:.2f} dB, {bicubic['ssim']:.4f})")
+
+    return Scores()
+
+
+def _generators(args: argparse.Namespace, run) -> list[tuple[str, Path]]:
+    """(label, .keras path) of the generators to use: --generator, else the run's SRGAN and/or SRResNet."""
+    from common.errors import UserError
+
+    if args.generator:
+        return [("generator", Path(args.generator))]
+    found = [(label, path) for label, path in (("srgan", run.model_path("generator")),
+                                               ("srresnet", run.root / "pretrain" / "models" / "generator.keras"))
+             if path.exists()]
+    if not found:
+        raise UserError(f"{run} has no saved generator yet; train first: python chapters/srgan/main.py "
+                        f"--run-dir {run}, or pass --generator FILE")
+    return found
+
+
+def _load(path: Path):
+    from common.checkpoints import load_model
+
+    return load_model(path, "train first with python chapters/srgan/main.py, or pass another --generator")
+
+
+def upscale_stage(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
+    from chapters.srgan import images
+    from common.errors import UserError
+    from common.run import open_run
+
+    if not args.input:
+        raise UserError("--stage upscale needs --input IMAGE_OR_FOLDER")
+    pairs = images.plan_outputs(Path(args.input), args.output, args.overwrite)  # before loading anything
+    if args.generator:
+        path = Path(args.generator)
+    else:
+        path = _generators(args, open_run(args, parser, argv, training=False))[0][1]
+    generator = images.keras_generator(_load(path))
+    for source, target in pairs:
+        started = time.time()
+        width, height = images.upscale_file(generator, source, target, args.tile, args.tile_overlap)
+        print(f"{source} -> {target} ({width}x{height}, {time.time() - started:.1f} s)")
+    return 0
+
+
+def evaluate_stage(args: argparse.Namespace, run) -> int:
+    """PSNR/SSIM on the Y channel (4-pixel border crop) of the held-out images: bicubic vs each generator."""
+    import numpy as np
+
+    from chapters.srgan import images
+    from chapters.srgan.models import bicubic_upscale
+    from common.images import to_uint8
+    from common.metrics import psnr, ssim
+
+    held_out = images.load_held_out(args.eval_data, flag="--eval-data")
+    generators = [(label, images.keras_generator(_load(path))) for label, path in _generators(args, run)]
+    rows = {"bicubic": []}
+    for name, hr in held_out:
+        lr = images.make_lr(hr.astype(np.float32) / 127.5 - 1.0)
+        guesses = {"bicubic": to_uint8(bicubic_upscale(lr).numpy())}
+        for label, generator in generators:
+            guesses[label] = images.upscale_array(generator, lr, args.tile, args.tile_overlap)
+        for label, guess in guesses.items():
+            scores = {"psnr": psnr(guess, hr, "uint8", y_channel=True, crop_border=4),
+                      "ssim": ssim(guess, hr, "uint8", y_channel=True, crop_border=4)}
+            rows.setdefault(label, []).append(scores)
+            print(f"{name:32s} {label:9s} PSNR {scores['psnr']:6.2f} dB  SSIM {scores['ssim']:.4f}")
+    summary = {label: {k: float(np.mean([s[k] for s in scores])) for k in ("psnr", "ssim")}
+               for label, scores in rows.items()}
+    for label, scores in summary.items():
+        print(f"mean over {len(held_out)} held-out images, {label:9s}: PSNR {scores['psnr']:.2f} dB, "
+              f"SSIM {scores['ssim']:.4f} (Y channel, 4-pixel border cropped)")
+    run.write_json(run.metrics_file, {"held_out": str(args.eval_data), "images": [n for n, _ in held_out],
+                                      "protocol": "Y channel (BT.601), 4-pixel border crop, LR = bicubic 1/4",
+                                      **summary})
+    print(f"scores written to {run.metrics_file}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

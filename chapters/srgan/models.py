@@ -1,0 +1,253 @@
+"""The book's SRGAN networks (chapter 5) and the VGG19 content loss, fully convolutional in image size.
+
+Generator (SRResNet): 9x9 conv 64 + ReLU, 16 residual blocks (conv3-ReLU-BN-conv3-BN + skip, BN momentum 0.8),
+conv3 + BN added to the pre-residual output, two upsampling blocks (UpSampling2D x2, conv3 256, ReLU),
+9x9 conv 3 + tanh: an LR image in [-1, 1] of any size -> the 4x larger HR image in [-1, 1].
+
+Discriminator: eight conv blocks (64, 64, 128, 128, 256, 256, 512, 512 filters; strides 1, 2, 1, 2, ...;
+LeakyReLU 0.2; BN momentum 0.8 after all but the first), Dense 1024 + LeakyReLU, Dense 1 sigmoid, applied at
+every position: a patch of realness probabilities, 16x16 for the book's 256x256 crops, 6x6 for 96x96.
+"""
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from common.stabilize import discriminator_head
+
+SCALE = 4
+BN_MOMENTUM = 0.8
+VGG_LAYERS = ("block3_conv3", "block5_conv4")  # the book's layers[9] (VGG33) and the paper's VGG54
+# The paper rescales VGG feature maps by 1/12.75 "to obtain VGG losses of a scale comparable to the MSE loss".
+VGG_RESCALE = 1.0 / 12.75
+
+
+def build_generator(residual_blocks: int = 16, name: str = "generator") -> keras.Model:
+    lr = keras.Input((None, None, 3), name="lr")
+    x = layers.Conv2D(64, 9, padding="same", name="head_conv")(lr)
+    head = layers.Activation("relu", name="head_relu")(x)
+    x = head
+    for i in range(residual_blocks):
+        y = layers.Conv2D(64, 3, padding="same", name=f"res{i}_conv1")(x)
+        y = layers.Activation("relu", name=f"res{i}_relu")(y)
+        y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"res{i}_bn1")(y)
+        y = layers.Conv2D(64, 3, padding="same", name=f"res{i}_conv2")(y)
+        y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"res{i}_bn2")(y)
+        x = layers.Add(name=f"res{i}_add")([x, y])
+    x = layers.Conv2D(64, 3, padding="same", name="body_conv")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="body_bn")(x)
+    x = layers.Add(name="body_skip")([head, x])
+    for i in range(2):
+        x = layers.UpSampling2D(2, name=f"up{i}_upsample")(x)
+        x = layers.Conv2D(256, 3, padding="same", name=f"up{i}_conv")(x)
+        x = layers.Activation("relu", name=f"up{i}_relu")(x)
+    x = layers.Conv2D(3, 9, padding="same", name="tail_conv")(x)
+    sr = layers.Activation("tanh", dtype="float32", name="sr")(x)  # float32 output under mixed precision
+    return keras.Model(lr, sr, name=name)
+
+
+def build_discriminator() -> keras.Model:
+    hr = keras.Input((None, None, 3), name="hr")
+    x = hr
+    for i, (filters, stride) in enumerate(zip((64, 64, 128, 128, 256, 256, 512, 512), (1, 2) * 4)):
+        x = layers.Conv2D(filters, 3, strides=stride, padding="same", name=f"block{i}_conv")(x)
+        if i:
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{i}_bn")(x)
+        x = layers.LeakyReLU(0.2, name=f"block{i}_lrelu")(x)
+    x = layers.Dense(1024, name="dense")(x)  # per position: the book's patch discriminator
+    x = layers.LeakyReLU(0.2, name="dense_lrelu")(x)
+    return keras.Model(hr, discriminator_head(x), name="discriminator")
+
+
+def optimizer(learning_rate: float = 2e-4) -> keras.optimizers.Optimizer:
+    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.5)
+
+
+# --- data: the LR image is the HR image bicubically downsampled ---------------------------------------------
+
+def downsample(hr: tf.Tensor, scale: int = SCALE) -> tf.Tensor:
+    """Bicubic 1/scale with antialiasing (like MATLAB's imresize, which SR benchmarks use); keeps [-1, 1]."""
+    shape = tf.shape(hr)
+    size = tf.stack([shape[-3] // scale, shape[-2] // scale])
+    small = tf.image.resize(hr, size, method="bicubic", antialias=True)
+    return tf.clip_by_value(small, -1.0, 1.0)
+
+
+def bicubic_upscale(lr: tf.Tensor, scale: int = SCALE) -> tf.Tensor:
+    shape = tf.shape(lr)
+    big = tf.image.resize(lr, tf.stack([shape[-3] * scale, shape[-2] * scale]), method="bicubic")
+    return tf.clip_by_value(big, -1.0, 1.0)
+
+
+# --- the VGG19 content loss -----------------------------------------------------------------------------
+
+def vgg_input(images: tf.Tensor) -> tf.Tensor:
+    """[-1, 1] RGB -> what VGG19 was trained on: 0..255, BGR, ImageNet mean subtracted (caffe mode).
+
+    The book feeds its [-1, 1] images to VGG directly; VGG then sees a nearly black, mean-shifted picture.
+    """
+    pixels = (tf.cast(images, tf.float32) + 1.0) * 127.5
+    return keras.applications.vgg19.preprocess_input(pixels)
+
+
+def build_vgg_features(weights: str | os.PathLike | None, layer: str = "block3_conv3",
+                       flag: str = "--vgg-weights") -> keras.Model:
+    """VGG19 (include_top=False) truncated at `layer`, frozen; its input is [-1, 1] images.
+
+    weights: "imagenet" (Keras cache or download), a weights file, or None (random; tests only).
+    Raises common.errors.UserError naming `flag` when the weights cannot be had.
+    """
+    from common.pretrained import load_application
+
+    if layer not in VGG_LAYERS:
+        raise ValueError(f"unknown VGG layer {layer!r}; expected one of {VGG_LAYERS}")
+    vgg = load_application("VGG19", weights, flag=flag, include_top=False, input_shape=(None, None, 3))
+    vgg.trainable = False
+    return keras.Model(vgg.input, vgg.get_layer(layer).output, name=f"vgg19_{layer}")
+
+
+class ContentLoss:
+    """Per-example content loss between SR and HR images in [-1, 1]: pixel MSE, or MSE of VGG19 features."""
+
+    def __init__(self, vgg: keras.Model | None = None) -> None:
+        self.vgg = vgg
+        self.name = "mse" if vgg is None else f"vgg ({vgg.name.removeprefix('vgg19_')})"
+
+    def __call__(self, hr: tf.Tensor, sr: tf.Tensor) -> tf.Tensor:
+        hr, sr = tf.cast(hr, tf.float32), tf.cast(sr, tf.float32)
+        if self.vgg is not None:
+            hr = tf.stop_gradient(self.vgg(vgg_input(hr), training=False)) * VGG_RESCALE
+            sr = self.vgg(vgg_input(sr), training=False) * VGG_RESCALE
+        squared = tf.square(tf.cast(hr, tf.float32) - tf.cast(sr, tf.float32))
+        return tf.reduce_mean(tf.reshape(squared, [tf.shape(squared)[0], -1]), axis=1)
+
+
+# --- the two training set-ups, in the shape common.train.fit_gan drives ---------------------------------
+
+def _mixed(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    if keras.mixed_precision.global_policy().name == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+class SRResNet(keras.Model):
+    """The paper's initialisation: the generator alone, trained on pixel MSE. Batches are {"lr", "hr"}."""
+
+    latent_dim = 0
+
+    def __init__(self, generator: keras.Model, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.generator = generator
+        self.mse = keras.metrics.Mean(name="mse")
+        self.built = True
+
+    def compile(self, g_optimizer: keras.optimizers.Optimizer, **kwargs) -> None:
+        super().compile(**kwargs)
+        self.g_optimizer = _mixed(g_optimizer)
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        return [self.mse]
+
+    def noise(self, batch_size: int, seed: tf.Tensor) -> dict:
+        return {}  # no latent: the LR image is the generator's input
+
+    def generate(self, batch: dict, which: str = "g", training: bool = True) -> tf.Tensor:
+        # fit_gan traces the graph for TensorBoard with a batch from noise() alone: use a blank LR image then
+        return self.generator(batch.get("lr", tf.zeros([1, 24, 24, 3])), training=training)
+
+    def discriminate(self, images: tf.Tensor, batch: dict, which: str, training: bool = True) -> tf.Tensor:
+        return images  # no discriminator in this phase
+
+    def checkpoint_items(self) -> dict:
+        return {"generator": self.generator, "g_optimizer": self.g_optimizer}
+
+    def saved_models(self) -> dict[str, keras.Model]:
+        return {"generator": self.generator}
+
+    def build_optimizers(self) -> None:
+        self.g_optimizer.build(self.generator.trainable_variables)
+
+    def sample(self, lr) -> tf.Tensor:
+        return self.generator(lr, training=False)
+
+    def train_step(self, batch: dict) -> dict[str, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            sr = self.generator(batch["lr"], training=True)
+            per_example = ContentLoss()(batch["hr"], sr)
+            loss = tf.nn.compute_average_loss(per_example)
+        variables = self.generator.trainable_variables
+        gradients = tape.gradient(self.g_optimizer.scale_loss(loss), variables)
+        self.g_optimizer.apply_gradients(zip(gradients, variables))
+        self.mse.update_state(tf.reduce_mean(per_example))
+        return {"mse": self.mse.result()}
+
+
+class SRGAN(SRResNet):
+    """Adversarial + content: D learns real HR from SR patches; G minimises content + 1e-3 x BCE(D(SR), real).
+
+    One step: G makes SR once; D is updated on (HR, SR); then G's loss reads the updated D on the same SR.
+    """
+
+    tracked = ("d_loss", "g_loss", "content_loss", "adversarial_loss", "d_real", "d_fake")
+
+    def __init__(self, generator: keras.Model, discriminator: keras.Model, content: ContentLoss,
+                 adversarial_weight: float = 1e-3, **kwargs) -> None:
+        super().__init__(generator, **kwargs)
+        from common.losses import BinaryCrossEntropy
+
+        self.discriminator = discriminator
+        self.content = content
+        self.adversarial_weight = adversarial_weight
+        self.bce = BinaryCrossEntropy()
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in self.tracked}
+
+    def compile(self, d_optimizer: keras.optimizers.Optimizer, g_optimizer: keras.optimizers.Optimizer,
+                **kwargs) -> None:
+        super().compile(g_optimizer, **kwargs)
+        self.d_optimizer = _mixed(d_optimizer)
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        return list(self.trackers.values())
+
+    def discriminate(self, images: tf.Tensor, batch: dict, which: str, training: bool = True) -> tf.Tensor:
+        return self.discriminator(images, training=training)
+
+    def checkpoint_items(self) -> dict:
+        return {"generator": self.generator, "discriminator": self.discriminator,
+                "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
+
+    def saved_models(self) -> dict[str, keras.Model]:
+        return {"generator": self.generator, "discriminator": self.discriminator}
+
+    def build_optimizers(self) -> None:
+        super().build_optimizers()
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+
+    def train_step(self, batch: dict) -> dict[str, tf.Tensor]:
+        lr, hr = batch["lr"], batch["hr"]
+        with tf.GradientTape() as g_tape:
+            sr = self.generator(lr, training=True)
+            with tf.GradientTape() as d_tape:
+                real_out = self.discriminator(hr, training=True)
+                fake_out = self.discriminator(tf.stop_gradient(sr), training=True)
+                d_per_example = self.bce.discriminator(real_out, fake_out)
+                d_loss = tf.nn.compute_average_loss(d_per_example)
+            d_vars = self.discriminator.trainable_variables
+            d_grads = d_tape.gradient(self.d_optimizer.scale_loss(d_loss), d_vars)
+            self.d_optimizer.apply_gradients(zip(d_grads, d_vars))
+            content = self.content(hr, sr)
+            adversarial = self.bce.generator(self.discriminator(sr, training=True))
+            g_per_example = content + self.adversarial_weight * adversarial
+            g_loss = tf.nn.compute_average_loss(g_per_example)
+        g_vars = self.generator.trainable_variables
+        g_grads = g_tape.gradient(self.g_optimizer.scale_loss(g_loss), g_vars)
+        self.g_optimizer.apply_gradients(zip(g_grads, g_vars))
+        values = (d_per_example, g_per_example, content, adversarial, real_out, fake_out)
+        for name, value in zip(self.tracked, values):
+            self.trackers[name].update_state(tf.reduce_mean(tf.cast(value, tf.float32)))
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
