@@ -1,0 +1,1 @@
+"""Chapter 2: 3D-GAN, voxel shapes."""

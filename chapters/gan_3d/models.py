@@ -1,0 +1,127 @@
+"""The book's 3D-GAN networks (chapter 2, after Wu et al. 2016): 3-D (transposed) convolutions on voxel grids.
+
+generator:      z (1,1,1,200) -> ConvT 512 (k4 s1 valid) -> 4³ -> ConvT 256 -> 8³ -> ConvT 128 -> 16³
+                -> ConvT 64 -> 32³ -> ConvT 1, sigmoid -> 64³              (kernel 4, stride 2 'same'; BN + ReLU)
+discriminator:  64³x1 -> Conv 64 -> 32³ -> Conv 128 -> 16³ -> Conv 256 -> 8³ -> Conv 512 -> 4³
+                -> Conv 1 (k4 s1 valid), sigmoid -> 1                      (kernel 4, stride 2 'same'; BN + LeakyReLU 0.2)
+
+`cube_len=32` drops the 64-filter block on both sides (32³ volumes). `width` scales every hidden filter count
+(1.0 = the book's).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from common.gan import GAN
+
+LATENT_DIM = 200
+# Keras' default 0.99 leaves the moving statistics near their start for the first few hundred steps, so the
+# inference-mode samples of a short CPU run come out empty; 0.9 follows the batch statistics within ~20 steps.
+BN_MOMENTUM = 0.9
+BOOK_G_FILTERS = (512, 256, 128, 64)
+BOOK_D_FILTERS = (64, 128, 256, 512)
+
+
+def _hidden_filters(book: tuple[int, ...], cube_len: int, width: float, generator: bool) -> list[int]:
+    if cube_len not in (32, 64):
+        raise ValueError(f"cube_len must be 32 or 64, got {cube_len}")
+    filters = list(book) if cube_len == 64 else ([*book[:3]] if generator else [*book[1:]])
+    return [max(1, round(f * width)) for f in filters]
+
+
+def build_generator(cube_len: int = 64, latent_dim: int = LATENT_DIM, width: float = 1.0) -> keras.Model:
+    z = keras.Input((1, 1, 1, latent_dim), name="z")
+    x = z
+    for index, filters in enumerate(_hidden_filters(BOOK_G_FILTERS, cube_len, width, True)):
+        first = index == 0
+        x = layers.Conv3DTranspose(filters, 4, strides=1 if first else 2, padding="valid" if first else "same",
+                                   name=f"deconv{index + 1}")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"bn{index + 1}")(x)
+        x = layers.ReLU(name=f"relu{index + 1}")(x)
+    x = layers.Conv3DTranspose(1, 4, strides=2, padding="same", name="deconv_out")(x)
+    volume = layers.Activation("sigmoid", dtype="float32", name="occupancy")(x)
+    return keras.Model(z, volume, name="generator")
+
+
+def build_discriminator(cube_len: int = 64, width: float = 1.0) -> keras.Model:
+    """The last two layers are named "score" (the raw logit) and "probability" (its sigmoid), as common.stabilize
+    expects of a discriminator head."""
+    volume = keras.Input((cube_len, cube_len, cube_len, 1), name="volume")
+    x = volume
+    for index, filters in enumerate(_hidden_filters(BOOK_D_FILTERS, cube_len, width, False)):
+        x = layers.Conv3D(filters, 4, strides=2, padding="same", name=f"conv{index + 1}")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"bn{index + 1}")(x)
+        x = layers.LeakyReLU(0.2, name=f"lrelu{index + 1}")(x)
+    x = layers.Conv3D(1, 4, strides=1, padding="valid", name="conv_out")(x)  # 4³ -> 1³
+    score = layers.Flatten(name="score")(x)
+    probability = layers.Activation("sigmoid", dtype="float32", name="probability")(score)
+    return keras.Model(volume, probability, name="discriminator")
+
+
+def optimizers(g_lr: float, d_lr: float, g_beta1: float, d_beta1: float
+               ) -> tuple[keras.optimizers.Optimizer, keras.optimizers.Optimizer]:
+    """(D's optimizer, G's optimizer); the book: G Adam(0.0025, beta_1=0.5), D Adam(1e-5, beta_1=0.9)."""
+    return (keras.optimizers.Adam(learning_rate=d_lr, beta_1=d_beta1),
+            keras.optimizers.Adam(learning_rate=g_lr, beta_1=g_beta1))
+
+
+class VoxelGAN(GAN):
+    """The chapter's GAN: z ~ N(0, z_std) shaped (1, 1, 1, 200), and the paper's discriminator throttle.
+
+    With `d_acc_threshold` < 1 the discriminator is updated only on steps where its accuracy on the batch
+    (real judged > 0.5, fake judged < 0.5) is at most the threshold (Wu et al. 2016 use 0.8), so it cannot
+    run away from a generator that learns slower. A skipped step leaves D's weights and optimizer state exactly
+    as they were (blended back inside the compiled step, which works under tf.distribute too).
+    """
+
+    tracked = ("d_loss", "g_loss", "d_real", "d_fake", "d_acc", "d_updated")
+
+    def __init__(self, generator: keras.Model, discriminator: keras.Model, z_std: float = 0.33,
+                 d_acc_threshold: float = 1.0, **kwargs: Any) -> None:
+        latent_dim = generator.inputs[0].shape[-1]
+        super().__init__(generator, discriminator, latent_dim, **kwargs)
+        self.z_std, self.d_acc_threshold = float(z_std), float(d_acc_threshold)
+
+    def noise(self, batch_size: int, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        z = tf.random.stateless_normal([2, batch_size, 1, 1, 1, self.latent_dim], seed, stddev=self.z_std)
+        uniform = tf.random.stateless_uniform([batch_size, 3], seed + tf.constant([0, 1 << 41], seed.dtype))
+        return {"z_d": z[0], "z_g": z[1], "uniform": uniform}
+
+    def train_step(self, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        real = batch["real"]
+        fake = self.generate(batch, "d")
+        with tf.GradientTape() as tape:
+            real_out = self.discriminate(real, batch, "real")
+            fake_out = self.discriminate(fake, batch, "d")
+            per_example = self.adversarial.discriminator(real_out, fake_out, batch["uniform"][:, :2])
+            d_loss = tf.nn.compute_average_loss(per_example)
+        correct = tf.concat([tf.cast(tf.reshape(real_out, [-1]) > 0.5, tf.float32),
+                             tf.cast(tf.reshape(fake_out, [-1]) < 0.5, tf.float32)], 0)
+        accuracy = tf.reduce_mean(correct)
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:  # every replica takes the same decision
+            accuracy = context.all_reduce("MEAN", accuracy)
+        if self.d_acc_threshold >= 1.0:
+            updated = tf.constant(1.0)
+            self._apply(self.d_optimizer, tape, d_loss, self.discriminator)
+        else:
+            update = accuracy <= self.d_acc_threshold
+            state = self.discriminator.trainable_variables + list(self.d_optimizer.variables)
+            before = [tf.identity(v.value) for v in state]
+            self._apply(self.d_optimizer, tape, d_loss, self.discriminator)
+            for variable, old in zip(state, before):
+                variable.assign(tf.where(update, variable.value, old))
+            updated = tf.cast(update, tf.float32)
+        g_loss = self.generator_step(batch)
+        values = (tf.reduce_mean(per_example), g_loss, _mean(real_out), _mean(fake_out), accuracy, updated)
+        for name, value in zip(self.tracked, values):
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+
+def _mean(values: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_mean(tf.cast(values, tf.float32))

@@ -1,0 +1,241 @@
+"""Chapter 2 (3D-GAN): the .mat loader and its cache, the discriminator throttle, and every stage end to end."""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+import scipy.io
+
+from chapters.gan_3d.main import main
+from conftest import run_main, run_script
+
+SCRIPT = "chapters/gan_3d/main.py"
+TINY = ["--cube-len", "32", "--width", "0.0625", "--batch-size", "4", "--steps-per-epoch", "2", "--epochs", "1",
+        "--grid", "4", "--num-shapes", "8"]
+
+
+def _instance(seed: int) -> np.ndarray:
+    volume = np.zeros((30, 30, 30), np.uint8)
+    rng = np.random.default_rng(seed)
+    low = rng.integers(2, 10, 3)
+    volume[low[0]:low[0] + 12, low[1]:low[1] + 8, low[2]:low[2] + 15] = 1
+    return volume
+
+
+def _volumetric_data(root, count=3, category="chair", split="train"):
+    folder = root / category / "30" / split
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        scipy.io.savemat(folder / f"{category}_{i:06d}_1.mat", {"instance": _instance(i)})
+    return folder
+
+
+# --- data -------------------------------------------------------------------------------------------------
+
+def test_mat_files_are_padded_to_32_and_zoomed_to_64(tmp_path):
+    from chapters.gan_3d.data import load_shapenet
+
+    _volumetric_data(tmp_path)
+    small = load_shapenet(tmp_path, "chair", "train", 32, log=lambda _: None)
+    assert small.shape == (3, 32, 32, 32) and small.dtype == np.uint8
+    np.testing.assert_array_equal(small[1, 1:31, 1:31, 1:31], _instance(1))  # sorted by file name
+    assert small[:, 0].sum() == small[:, 31].sum() == 0  # the one-voxel border
+    big = load_shapenet(tmp_path, "chair", "train", 64, log=lambda _: None)
+    np.testing.assert_array_equal(big[:, ::2, ::2, ::2], small)
+    np.testing.assert_array_equal(big[:, 1::2, 1::2, 1::2], small)
+
+
+def test_a_file_with_another_key_is_named_in_the_error(tmp_path):
+    from chapters.gan_3d.data import load_shapenet
+    from common.errors import UserError
+
+    folder = _volumetric_data(tmp_path, 2)
+    scipy.io.savemat(folder / "chair_bad_1.mat", {"voxels": _instance(0)})
+    with pytest.raises(UserError, match=r"chair_bad_1\.mat has no 'instance' array \(found: voxels\)"):
+        load_shapenet(tmp_path, "chair", "train", 32, log=lambda _: None)
+
+
+def test_a_file_of_the_wrong_shape_is_named_in_the_error(tmp_path):
+    from chapters.gan_3d.data import load_shapenet
+    from common.errors import UserError
+
+    folder = _volumetric_data(tmp_path, 2)
+    scipy.io.savemat(folder / "chair_big_1.mat", {"instance": np.zeros((32, 32, 32), np.uint8)})
+    with pytest.raises(UserError, match=r"chair_big_1\.mat holds an 'instance' of shape \(32, 32, 32\), expected"):
+        load_shapenet(tmp_path, "chair", "train", 32, log=lambda _: None)
+
+
+def test_the_cache_is_used_and_rebuilt_when_the_folder_changes(tmp_path, monkeypatch):
+    from chapters.gan_3d import data
+
+    folder = _volumetric_data(tmp_path, 2)
+    first = data.load_shapenet(tmp_path, "chair", "train", 32, log=lambda _: None)
+    assert (folder.parent / ".cache_chair_train_32.npz").exists()
+    reads = []
+    original = data.read_mat
+    monkeypatch.setattr(data, "read_mat", lambda path, cube: reads.append(path.name) or original(path, cube))
+    np.testing.assert_array_equal(data.load_shapenet(tmp_path, "chair", "train", 32, log=lambda _: None), first)
+    assert reads == []  # served from the cache
+    scipy.io.savemat(folder / "chair_000009_1.mat", {"instance": _instance(9)})  # a file added
+    assert len(data.load_shapenet(tmp_path, "chair", "train", 32, log=lambda _: None)) == 3
+    assert len(reads) == 3
+    changed = folder / "chair_000000_1.mat"
+    scipy.io.savemat(changed, {"instance": np.ones((30, 30, 30), np.uint8)})  # a file rewritten
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    assert data.load_shapenet(tmp_path, "chair", "train", 32, log=lambda _: None)[0].sum() == 30 ** 3
+
+
+def test_unknown_category_lists_the_ones_there(tmp_path, capsys):
+    _volumetric_data(tmp_path, 1, category="sofa")
+    assert run_main(main, ["--data", tmp_path, "--category", "bed"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no folder") and "categories there: sofa" in err
+
+
+def test_safe_extraction_refuses_a_member_outside_the_folder(tmp_path):
+    from common.errors import UserError
+    from datasets.fetch_shapenet import safe_extract
+
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("3DShapeNets/volumetric_data/chair/30/train/a.mat", b"x")
+        bundle.writestr("3DShapeNets/volumetric_data/../../../escaped.txt", b"x")
+    with pytest.raises(UserError, match="unsafe member"):
+        safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "out").exists()
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w") as bundle:
+        bundle.writestr("3DShapeNets/volumetric_data/chair/30/train/a.mat", b"x")
+        bundle.writestr("3DShapeNets/README", b"x")
+    assert safe_extract(good, tmp_path / "out", only="volumetric_data/") == 1
+
+
+# --- the networks and the step ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cube_len", [32, 64])
+def test_networks_have_the_books_shapes(cube_len):
+    from chapters.gan_3d import models
+
+    generator = models.build_generator(cube_len, width=0.0625)
+    discriminator = models.build_discriminator(cube_len, width=0.0625)
+    assert generator.input_shape == (None, 1, 1, 1, 200)
+    assert generator.output_shape == (None, cube_len, cube_len, cube_len, 1)
+    assert discriminator.output_shape == (None, 1)
+    blocks = 4 if cube_len == 64 else 3
+    assert len([l for l in generator.layers if l.__class__.__name__ == "Conv3DTranspose"]) == blocks + 1
+    assert len([l for l in discriminator.layers if l.__class__.__name__ == "Conv3D"]) == blocks + 1
+    book = models.build_generator(64)
+    assert [l.filters for l in book.layers if hasattr(l, "filters")] == [512, 256, 128, 64, 1]
+
+
+@pytest.mark.parametrize("threshold, updated", [(0.4, False), (0.6, True)])
+def test_discriminator_is_updated_only_while_its_accuracy_is_at_most_the_threshold(threshold, updated):
+    import tensorflow as tf
+
+    from chapters.gan_3d import models
+
+    gan = models.VoxelGAN(models.build_generator(32, width=0.0625), models.build_discriminator(32, width=0.0625),
+                          d_acc_threshold=threshold)
+    gan.compile(*models.optimizers(1e-3, 1e-3, 0.5, 0.5))
+    gan.build_optimizers()
+    bias = gan.discriminator.get_layer("conv_out").bias
+    bias.assign(tf.fill(bias.shape, 6.0))  # D calls everything real: accuracy exactly 0.5
+    d_before = [w.numpy() for w in gan.discriminator.trainable_weights]
+    g_before = [w.numpy() for w in gan.generator.trainable_weights]
+    batch = {"real": tf.ones((2, 32, 32, 32, 1)), **gan.noise(2, tf.constant([1, 2], tf.int64))}
+    logs = gan.train_step(batch)
+    assert float(logs["d_acc"]) == 0.5 and float(logs["d_updated"]) == float(updated)
+    d_same = all(np.array_equal(a, w.numpy()) for a, w in zip(d_before, gan.discriminator.trainable_weights))
+    assert d_same is not updated
+    assert int(gan.d_optimizer.iterations.numpy()) == int(updated)
+    assert not all(np.array_equal(a, w.numpy()) for a, w in zip(g_before, gan.generator.trainable_weights))
+
+
+def test_noise_is_the_books_latent():
+    import tensorflow as tf
+
+    from chapters.gan_3d import models
+
+    gan = models.VoxelGAN(models.build_generator(32, width=0.0625), models.build_discriminator(32, width=0.0625))
+    z = gan.noise(4096, tf.constant([0, 3], tf.int64))["z_d"].numpy()
+    assert z.shape == (4096, 1, 1, 1, 200)
+    assert abs(z.std() - 0.33) < 0.01 and abs(z.mean()) < 0.01
+
+
+# --- end to end -------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny run on .mat files (the 3DShapeNets path); the procedural path is the chapter's default run."""
+    root = tmp_path_factory.mktemp("gan3d")
+    _volumetric_data(root / "data", 5)
+    run_dir = root / "run"
+    assert run_main(main, [*TINY, "--data", root / "data", "--run-dir", run_dir]) == 0
+    assert json.loads((run_dir / "config.json").read_text())["data"] == str(root / "data")
+    return run_dir
+
+
+def test_training_writes_renders_models_and_history(trained):
+    from PIL import Image
+
+    for name in ("samples/epoch_0001.png", "models/generator.keras", "models/discriminator.keras",
+                 "history.csv", "checkpoints/checkpoint"):
+        assert (trained / name).exists(), name
+    picture = np.asarray(Image.open(trained / "samples" / "epoch_0001.png"))
+    assert picture.ndim == 3 and picture.shape[2] == 3
+    header = (trained / "history.csv").read_text().splitlines()[0]
+    assert "d_acc" in header and "d_updated" in header
+    assert list((trained / "logs" / "train").glob("events.out.tfevents.*"))
+
+
+def test_sample_stage_exports_png_npy_and_obj(trained, tmp_path):
+    from PIL import Image
+
+    assert run_main(main, ["--stage", "sample", "--run-dir", trained, "--num", "2", "--out", tmp_path / "s.png"]) == 0
+    assert np.asarray(Image.open(tmp_path / "s.png")).shape[2] == 3
+    assert run_main(main, ["--stage", "sample", "--run-dir", trained, "--num", "3", "--format", "npy",
+                           "--out", tmp_path / "s.npy"]) == 0
+    shapes = np.load(tmp_path / "s.npy")
+    assert shapes.shape == (3, 32, 32, 32) and set(np.unique(shapes)) <= {0, 1}
+    assert run_main(main, ["--stage", "sample", "--run-dir", trained, "--num", "2", "--format", "obj",
+                           "--out", tmp_path / "objs"]) == 0
+    meshes = sorted((tmp_path / "objs").glob("*.obj"))
+    assert [m.name for m in meshes] == ["shape_000.obj", "shape_001.obj"]
+    from common.voxels import voxel_mesh
+
+    faces = sum(line.startswith("f ") for line in meshes[1].read_text().splitlines())
+    assert faces == len(voxel_mesh(shapes[1])[1])  # the same latent (seed 0) gives the same shape
+
+
+def test_interpolate_and_evaluate_stages(trained, tmp_path):
+    assert run_main(main, ["--stage", "interpolate", "--run-dir", trained, "--num", "3", "--strips", "1",
+                           "--out", tmp_path / "strip.png"]) == 0
+    assert (tmp_path / "strip.png").exists()
+    assert run_main(main, ["--stage", "evaluate", "--run-dir", trained, "--num", "6"]) == 0
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["samples"] == 6 and metrics["training_shapes"] == 5 and metrics["epoch"] == 1
+    scores = metrics["metrics"]
+    for key in ("nearest_train_iou_mean", "novel_fraction", "pairwise_iou_mean"):
+        assert 0.0 <= scores[key] <= 1.0, key
+
+
+def test_saved_generator_loads_in_a_fresh_process_in_safe_mode(trained, tmp_path):
+    result = run_script(SCRIPT, "--stage", "sample", "--run-dir", trained, "--num", "2", "--format", "npy",
+                        "--out", tmp_path / "fresh.npy")
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = tmp_path / "here.npy"
+    assert run_main(main, ["--stage", "sample", "--run-dir", trained, "--num", "2", "--format", "npy",
+                           "--out", expected]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "fresh.npy"), np.load(expected))
+
+
+def test_bad_flags_are_one_sentence(tmp_path, capsys):
+    assert run_main(main, ["--data", tmp_path / "missing"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert run_main(main, ["--category", "sofa"]) == 2
+    assert "needs --data" in capsys.readouterr().err
+    assert run_main(main, ["--d-acc-threshold", "0"]) == 2
+    assert "--d-acc-threshold" in capsys.readouterr().err
