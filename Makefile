@@ -6,12 +6,19 @@ HOST ?= 127.0.0.1
 PORT ?= 6006
 ARGS ?=
 
-.PHONY: help install test train-vanilla-gan tensorboard clean
+.PHONY: help install test train-vanilla-gan train-3d-gan train-age-cgan train-anime-dcgan train-srgan train-pgan \
+        bench-modes tensorboard clean
 
 help:
 	@echo "make install            create .venv and install everything (TensorFlow, Keras 3, ...)"
 	@echo "make test               run the test suite (CPU only)"
 	@echo "make train-vanilla-gan  chapter 1: a GAN that draws MNIST digits (ARGS='--epochs 50' to change flags)"
+	@echo "make train-3d-gan       chapter 2: a 3D-GAN that makes voxel chairs (ARGS='--category airplane')"
+	@echo "make train-age-cgan     chapter 3: Age-cGAN, gan -> encoder -> optimize stages, then a face at six ages"
+	@echo "make train-anime-dcgan  chapter 4: a DCGAN that draws cartoon faces (ARGS='--arch book' for the book's pair)"
+	@echo "make train-srgan        chapter 5: SRGAN 4x super-resolution of photos (SRResNet pretrain + SRGAN)"
+	@echo "make train-pgan         progressive GAN growing from 4x4 with fade-ins"
+	@echo "make bench-modes        2-D mode-coverage benchmark (8-ring, 25-grid) of the stabilisation flags"
 	@echo "make tensorboard        watch every run under runs/ on http://$(HOST):$(PORT)"
 	@echo "make clean              delete runs/ and caches (keeps .venv)"
 
@@ -25,6 +32,25 @@ test:
 
 train-vanilla-gan:
 	$(PYTHON) chapters/vanilla_gan/main.py $(ARGS)
+
+train-3d-gan:
+	$(PYTHON) chapters/gan_3d/main.py $(ARGS)
+
+train-age-cgan:
+	$(PYTHON) chapters/age_cgan/main.py --stage all $(ARGS)
+
+train-anime-dcgan:
+	$(PYTHON) chapters/anime_dcgan/main.py $(ARGS)
+
+train-srgan:
+	$(PYTHON) chapters/srgan/main.py $(ARGS)
+
+train-pgan:
+	$(PYTHON) chapters/pgan/main.py $(ARGS)
+
+# Sized for a CPU; ARGS='--quick' for a smoke test.
+bench-modes:
+	CUDA_VISIBLE_DEVICES= $(PYTHON) -m bench.modes $(ARGS)
 
 tensorboard:
 	@mkdir -p runs
