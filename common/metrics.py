@@ -23,6 +23,9 @@ from scipy import linalg
 from common.errors import UserError
 
 DEFAULT_MNIST_CLASSIFIER = Path(__file__).resolve().parents[1] / "datasets" / "mnist_classifier.keras"
+# The faces CNN trained on datasets/procedural_faces.py (python -m chapters.anime_dcgan.models retrains it).
+DEFAULT_FACES_CNN = Path(__file__).resolve().parents[1] / "datasets" / "faces_cnn.keras"
+FACES_CNN_SIZE = 32
 
 # Statistics -----------------------------------------------------------------------------------
 
@@ -336,6 +339,32 @@ def mnist_extractor(path: str | os.PathLike = DEFAULT_MNIST_CLASSIFIER, batch_si
         raise UserError(f"{path} is not a loadable MNIST classifier with a 'features' layer ({err})") from None
     model = keras.Model(classifier.inputs, [features, classifier.output], name="mnist_features")
     return FeatureExtractor("mnist_cnn", model, _to_mnist, batch_size)
+
+
+def faces_extractor(path: str | os.PathLike = DEFAULT_FACES_CNN, batch_size: int = 256) -> FeatureExtractor:
+    """The faces CNN (datasets/faces_cnn.keras): 128-d "features" and the hair-style probabilities."""
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"the faces CNN {path} is missing; make it with python -m chapters.anime_dcgan.models")
+    try:
+        network = keras.saving.load_model(path, safe_mode=True, compile=False)
+        outputs = [network.get_layer("features").output, network.get_layer("hair_style").output]
+    except Exception as err:
+        raise UserError(f"{path} is not a loadable faces CNN with 'features' and 'hair_style' layers ({err})") from None
+    model = keras.Model(network.inputs, outputs, name="faces_cnn_features")
+    return FeatureExtractor("faces_cnn", model, _to_faces_cnn, batch_size)
+
+
+def _to_faces_cnn(x):
+    import tensorflow as tf
+
+    if x.shape[-1] == 1:
+        x = tf.image.grayscale_to_rgb(x)
+    if tuple(x.shape[1:3]) != (FACES_CNN_SIZE, FACES_CNN_SIZE):
+        x = tf.image.resize(x, (FACES_CNN_SIZE, FACES_CNN_SIZE), method="bilinear", antialias=True)
+    return tf.clip_by_value(x, -1.0, 1.0)
 
 
 # Putting it together ---------------------------------------------------------------------------

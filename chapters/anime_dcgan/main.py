@@ -1,0 +1,199 @@
+"""Chapter 4: a DCGAN that draws faces (the book's anime faces, or any folder of images).
+
+With no --data it trains on deterministic procedural cartoon faces generated on the fly (hair style and
+colour, skin, eyes, mouth, glasses, beard, age, background); --data takes any folder of images, searched
+recursively, centre-cropped to a square and resized to --image-size. --arch book is the book's network pair
+(SGD, noisy labels); --arch dcgan the DCGAN paper's all-convolutional pair (Adam, one-sided smoothing).
+
+  python chapters/anime_dcgan/main.py --arch dcgan --filters 32        # train (make train-anime-dcgan; CPU-sized)
+  python chapters/anime_dcgan/main.py                                  # the book's pair (slow on a CPU)
+  python chapters/anime_dcgan/main.py --data faces/ --image-size 64 --epochs 50
+  python chapters/anime_dcgan/main.py --stage sample --num 100 --out faces.png
+  python chapters/anime_dcgan/main.py --stage evaluate                 # FID/KID against the training images
+  python chapters/anime_dcgan/main.py --stage explore                  # interpolations, arithmetic, sweeps
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
+
+from common import latent, stabilize  # noqa: E402
+from common.cli import base_parser, run_main  # noqa: E402
+from common.errors import UserError  # noqa: E402
+
+# Per-architecture defaults of the shared stabilisation flags: the book's noisy labels (real in [0.8, 1],
+# fake in [0, 0.2]) and the DCGAN-era one-sided label smoothing.
+ARCH_DEFAULTS = {"book": {"label_smoothing": 1.0, "label_noise": 0.2},
+                 "dcgan": {"label_smoothing": 0.9, "label_noise": 0.0}}
+FACES_CNN = Path(__file__).resolve().parents[2] / "datasets" / "faces_cnn.keras"
+FACES_SEED = 0  # the embedded training set is make_dataset(--faces, FACES_SEED, --image-size)
+
+
+def build_parser():
+    parser = base_parser("anime_dcgan", __doc__, stages=("train", "sample", "evaluate", "explore"), epochs=12,
+                         batch_size=32, data_help="a folder of images (any size and format, searched recursively); "
+                                                  "absent: procedural cartoon faces generated on the fly")
+    net = parser.add_argument_group("networks")
+    net.add_argument("--arch", choices=("book", "dcgan"), default="book",
+                     help="book: the book's UpSampling/MaxPooling pair with SGD; dcgan: the DCGAN paper's "
+                          "strided all-convolutional pair with Adam")
+    net.add_argument("--image-size", type=int, default=32, metavar="PX",
+                     help="side of the square images, 32, 64 (the book's) or 128")
+    net.add_argument("--latent-dim", type=int, default=100, help="size of the generator's input noise z")
+    net.add_argument("--filters", type=int, default=64, metavar="F",
+                     help="--arch dcgan only: width of the widest-resolution layer (ngf = ndf); 64 as in the paper's "
+                          "common implementation, 32 trains about 3x faster")
+    net.add_argument("--faces", type=int, default=8000, metavar="N",
+                     help="without --data: how many procedural faces make up the training set")
+    score = parser.add_argument_group("scoring (--stage evaluate)")
+    score.add_argument("--extractor", choices=("auto", "inception", "faces_cnn"), default="auto",
+                       help="features for FID/KID/IS: inception (InceptionV3, ImageNet weights from the Keras cache "
+                            "or --inception-weights), faces_cnn (the small CNN trained on the procedural faces, "
+                            "shipped as datasets/faces_cnn.keras), auto = inception when its weights "
+                            "are at hand, else faces_cnn")
+    score.add_argument("--inception-weights", metavar="FILE", default=None,
+                       help="InceptionV3 ImageNet weights file (inception_v3_weights_tf_dim_ordering_tf_kernels.h5)")
+    score.add_argument("--eval-samples", type=int, default=2000, metavar="N",
+                       help="how many generated and real images the scores compare")
+    stabilize.add_flags(parser)
+    for action in parser._actions:  # defaults that depend on --arch; "%(default).0s" keeps the None out of help
+        if action.dest in ("label_smoothing", "label_noise"):
+            action.default = None
+            book, dcgan = (ARCH_DEFAULTS[a][action.dest] for a in ("book", "dcgan"))
+            action.help += f"; default: {book:g} with --arch book, {dcgan:g} with --arch dcgan%(default).0s"
+    latent.add_flags(parser)
+    return parser
+
+
+def arch_defaults(args) -> None:
+    for key, value in ARCH_DEFAULTS[args.arch].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    arch_defaults(args)
+    from chapters.anime_dcgan import models
+
+    if args.stage == "train" and args.resume is None:  # refuse before TensorFlow starts or a run folder is made
+        models.check_image_size(args.arch, args.image_size)
+        stabilize.check(stabilize.Stabilizers.from_args(args), conditional=False, batch_size=args.batch_size)
+
+    from common.checkpoints import load_model
+    from common.run import open_run
+    from common.train import sample_stage
+
+    if args.stage == "sample":
+        sample_stage(open_run(args, parser, argv, training=False), args)
+        return 0
+    if args.stage in ("explore", "evaluate"):
+        run = open_run(args, parser, argv, training=False)
+        generator = load_model(run.model_path("generator"), f"train first: {parser.prog} --run-dir {run}")
+        if args.stage == "explore":
+            latent.explore_stage(run, generator, args)
+            return 0
+        from common.evaluate import GeneratorScore, evaluate_stage
+
+        size = int(generator.outputs[0].shape[1])
+        data = args.data or run.read_config().get("data")
+        real = real_images(data, size, args.eval_samples, args.seed, run.read_config().get("faces", args.faces))
+        evaluate_stage(run, generator, GeneratorScore(real, extractor(args), args.eval_samples, args.seed))
+        return 0
+
+    if args.resume is None:
+        count, take = training_data(args)  # a bad --data is refused before a run folder is made
+    run = open_run(args, parser, argv, training=True)
+    models.check_image_size(args.arch, args.image_size)
+    options = stabilize.Stabilizers.from_args(args)
+    stabilize.check(options, conditional=False, batch_size=args.batch_size)
+    if args.resume is not None:
+        count, take = training_data(args)
+
+    from common.devices import setup_devices
+    from common.gan import GAN
+    from common.train import fit_gan
+
+    strategy = setup_devices(args.strategy, args.mixed_precision, args.seed)
+    with strategy.scope():
+        generator = models.build_generator(args.arch, args.image_size, args.latent_dim, args.filters)
+        discriminator = models.build_discriminator(args.arch, args.image_size, args.filters, pack=options.pack)
+        gan = GAN(generator, discriminator, args.latent_dim, options)
+        d_optimizer, g_optimizer = models.optimizers(args.arch)
+        gan.compile(d_optimizer=d_optimizer, g_optimizer=g_optimizer, jit_compile=args.xla)
+    print(f"--arch {args.arch} at {args.image_size}x{args.image_size}: generator {generator.count_params():,} "
+          f"weights, discriminator {discriminator.count_params():,}; labels: "
+          + (f"real in [{args.label_smoothing - args.label_noise:g}, {args.label_smoothing:g}], "
+             f"fake in [0, {args.label_noise:g}]" if args.label_noise else f"real {args.label_smoothing:g}, fake 0"))
+    fit_gan(gan, run, args, strategy, count, take)
+    return 0
+
+
+def training_data(args):
+    """(number of images, take(index)) for the training stream: the --data folder or the embedded faces."""
+    import tensorflow as tf
+
+    from common.data import in_memory
+    from common.data.images import image_folder
+
+    if args.data:
+        return image_folder(args.data, args.image_size)
+    faces = embedded_faces(args.faces, args.image_size)
+    print(f"{len(faces)} procedural faces at {args.image_size}x{args.image_size} (datasets/procedural_faces.py, "
+          f"seed {FACES_SEED})")
+    return len(faces), in_memory({"real": faces}, lambda row: {"real": tf.cast(row["real"], tf.float32) / 127.5 - 1.0})
+
+
+def embedded_faces(count: int, size: int):
+    """The embedded training set as uint8 (count, size, size, 3): the same faces for the same count and size."""
+    import numpy as np
+
+    from datasets.procedural_faces import make_dataset
+
+    if count < 1:
+        raise UserError(f"--faces must be at least 1, got {count}")
+    images, _ages, _classes = make_dataset(count, FACES_SEED, size)
+    return np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def real_images(data, size: int, count: int, seed: int, faces: int):
+    """Up to `count` training images in [-1, 1] at `size`, for scoring."""
+    import numpy as np
+    import tensorflow as tf
+
+    from common.data.images import decode_image, find_images, usable_images
+
+    if not data:
+        chosen = embedded_faces(faces, size)
+        return chosen.astype(np.float32) / 127.5 - 1.0
+    paths = find_images(data)
+    rng = np.random.default_rng(seed)
+    paths = usable_images([paths[i] for i in np.sort(rng.permutation(len(paths))[:count])])
+    return np.stack([decode_image(tf.constant(str(p)), size).numpy() for p in paths])
+
+
+def extractor(args):
+    """The feature network for FID/KID/IS, as --extractor asks; `auto` says in one line what it chose."""
+    from common.metrics import inception_extractor
+
+    if args.extractor == "inception" or (args.extractor == "auto" and args.inception_weights):
+        return inception_extractor(args.inception_weights or "imagenet")
+    if args.extractor == "auto":
+        from common.pretrained import imagenet_weights_file, keras_cache_dir
+
+        name = imagenet_weights_file("InceptionV3")[0]
+        if (keras_cache_dir() / "models" / name).exists():
+            return inception_extractor("imagenet")
+        print(f"InceptionV3 ImageNet weights are not in {keras_cache_dir() / 'models'}: scoring with the faces CNN "
+              f"({FACES_CNN.name}; metrics *_faces_cnn); pass --inception-weights FILE for *_inception")
+    from common.metrics import faces_extractor
+
+    return faces_extractor(FACES_CNN)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,192 @@
+"""The anime-face DCGANs (book chapter 4) at 32, 64 or 128 pixels, and the small face CNN used for scoring.
+
+Two pairs of networks:
+
+- `book`: the book's generator (Dense 2048 -> Dense 256*8*8 + BN -> reshape -> UpSampling2D + 5x5 conv
+  blocks of 128 and 64 filters -> 5x5 conv to 3 channels, LeakyReLU 0.2, tanh) and discriminator (conv 128 5x5
+  "same" + pool, conv 256 3x3 "valid" + pool, conv 512 3x3 "valid" + pool, flatten, Dense 1024, Dense 1
+  sigmoid), trained with SGD (lr 5e-4, momentum 0.9, Nesterov). These are the book's layers at 64x64. At 32
+  the generator drops its 64-filter block and the discriminator its 512-filter block; at 128 the generator
+  adds a 32-filter block and the discriminator a second 512-filter block, which keeps 18,432 features at the
+  flatten.
+- `dcgan`: the DCGAN paper's all-convolutional pair (Radford et al. 2016): strided 5x5 transposed
+  convolutions with batch norm and ReLU in G (from a 4x4 projection), strided 5x5 convolutions with batch
+  norm (none on the first) and LeakyReLU 0.2 in D, weights from N(0, 0.02), Adam 2e-4 with beta_1 0.5.
+  Widths follow the common `ngf = ndf = --filters` convention (64: 512-256-128-64 at 64x64).
+"""
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import layers
+
+from common.errors import UserError
+from common.stabilize import discriminator_head
+
+ARCHS = ("book", "dcgan")
+IMAGE_SIZES = (32, 64, 128)
+
+
+def check_image_size(arch: str, image_size: int) -> None:
+    if arch not in ARCHS:
+        raise UserError(f"--arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    if image_size not in IMAGE_SIZES:
+        raise UserError(f"--arch {arch} makes {', '.join(map(str, IMAGE_SIZES))}-pixel images, "
+                        f"not {image_size}; choose --image-size from those")
+
+
+def build_generator(arch: str = "book", image_size: int = 64, latent_dim: int = 100, filters: int = 64
+                    ) -> keras.Model:
+    check_image_size(arch, image_size)
+    return (_book_generator if arch == "book" else _dcgan_generator)(image_size, latent_dim, filters)
+
+
+def build_discriminator(arch: str = "book", image_size: int = 64, filters: int = 64, pack: int = 1) -> keras.Model:
+    """image (size x size x 3*pack) -> probability that it is real; ends in `discriminator_head`."""
+    check_image_size(arch, image_size)
+    return (_book_discriminator if arch == "book" else _dcgan_discriminator)(image_size, filters, pack)
+
+
+def optimizers(arch: str) -> tuple[keras.optimizers.Optimizer, keras.optimizers.Optimizer]:
+    """(D's, G's) optimizer: the book's Nesterov SGD, or the DCGAN paper's Adam."""
+    if arch == "book":
+        return tuple(keras.optimizers.SGD(learning_rate=5e-4, momentum=0.9, nesterov=True) for _ in range(2))
+    return tuple(keras.optimizers.Adam(learning_rate=2e-4, beta_1=0.5) for _ in range(2))
+
+
+# --- the book's pair ---------------------------------------------------------------------------------------
+
+def _book_generator(image_size: int, latent_dim: int, filters: int) -> keras.Model:
+    blocks = {32: (128,), 64: (128, 64), 128: (128, 64, 32)}[image_size]
+    z = keras.Input((latent_dim,), name="z")
+    x = layers.LeakyReLU(0.2)(layers.Dense(2048, name="dense_2048")(z))
+    x = layers.Dense(256 * 8 * 8, name="dense_16384")(x)
+    x = layers.LeakyReLU(0.2)(layers.BatchNormalization(name="bn")(x))
+    x = layers.Reshape((8, 8, 256))(x)
+    for i, width in enumerate(blocks):
+        x = layers.UpSampling2D(name=f"up{i + 1}")(x)
+        x = layers.LeakyReLU(0.2)(layers.Conv2D(width, 5, padding="same", name=f"conv{i + 1}_{width}")(x))
+    x = layers.UpSampling2D(name=f"up{len(blocks) + 1}")(x)
+    x = layers.Conv2D(3, 5, padding="same", name="conv_rgb")(x)
+    image = layers.Activation("tanh", dtype="float32", name="tanh")(x)
+    return keras.Model(z, image, name="generator")
+
+
+def _book_discriminator(image_size: int, filters: int, pack: int) -> keras.Model:
+    widths = {32: (256,), 64: (256, 512), 128: (256, 512, 512)}[image_size]
+    image = keras.Input((image_size, image_size, 3 * pack), name="image")
+    x = layers.LeakyReLU(0.2)(layers.Conv2D(128, 5, padding="same", name="conv1_128")(image))
+    x = layers.MaxPooling2D(name="pool1")(x)
+    for i, width in enumerate(widths):
+        x = layers.LeakyReLU(0.2)(layers.Conv2D(width, 3, name=f"conv{i + 2}_{width}")(x))
+        x = layers.MaxPooling2D(name=f"pool{i + 2}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.LeakyReLU(0.2)(layers.Dense(1024, name="dense_1024")(x))
+    return keras.Model(image, discriminator_head(x), name="discriminator")
+
+
+# --- the DCGAN paper's pair ---------------------------------------------------------------------------------
+
+def _init() -> keras.initializers.Initializer:
+    return keras.initializers.RandomNormal(0.0, 0.02)
+
+
+def _bn() -> layers.BatchNormalization:
+    # The paper's BN scale starts from N(1, 0.02), like its weights.
+    return layers.BatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02))
+
+
+def _dcgan_widths(image_size: int, filters: int) -> list[int]:
+    """Channel counts from the 4x4 layer up to the last hidden layer, e.g. 64 px: 8f, 4f, 2f, f."""
+    levels = int(math.log2(image_size // 4))  # 32: 3, 64: 4, 128: 5 resolutions below the output
+    return [filters * min(8, 2 ** (levels - 1 - i)) for i in range(levels)]
+
+
+def _dcgan_generator(image_size: int, latent_dim: int, filters: int) -> keras.Model:
+    widths = _dcgan_widths(image_size, filters)
+    z = keras.Input((latent_dim,), name="z")
+    x = layers.Dense(4 * 4 * widths[0], use_bias=False, kernel_initializer=_init(), name="project")(z)
+    x = layers.ReLU()(_bn()(layers.Reshape((4, 4, widths[0]))(x)))
+    for width in widths[1:]:
+        x = layers.Conv2DTranspose(width, 5, strides=2, padding="same", use_bias=False, kernel_initializer=_init())(x)
+        x = layers.ReLU()(_bn()(x))
+    x = layers.Conv2DTranspose(3, 5, strides=2, padding="same", kernel_initializer=_init(), name="to_rgb")(x)
+    image = layers.Activation("tanh", dtype="float32", name="tanh")(x)
+    return keras.Model(z, image, name="generator")
+
+
+def _dcgan_discriminator(image_size: int, filters: int, pack: int) -> keras.Model:
+    widths = _dcgan_widths(image_size, filters)[::-1]  # f, 2f, ... down to 4x4
+    image = keras.Input((image_size, image_size, 3 * pack), name="image")
+    x = image
+    for i, width in enumerate(widths):
+        x = layers.Conv2D(width, 5, strides=2, padding="same", use_bias=i == 0, kernel_initializer=_init())(x)
+        x = layers.LeakyReLU(0.2)(x if i == 0 else _bn()(x))
+    x = layers.Flatten(name="flatten")(x)  # a Dense on the 4x4 map is the paper's last 4x4 convolution
+    return keras.Model(image, discriminator_head(x), name="discriminator")
+
+
+# --- the faces CNN: an offline feature extractor for FID/KID/IS on the procedural faces ----------------------
+
+FACES_CNN_SIZE = 32
+_COLOUR_KEYS = ("hair_color", "skin", "eye_color", "background")
+_CLASS_HEADS = {"hair_style": 8, "beard": 4, "glasses": 2, "age_class": 6}
+
+
+def build_faces_cnn() -> keras.Model:
+    """32x32x3 in [-1, 1] -> a 128-d "features" layer -> heads for hair style (the "probabilities" the Inception
+    score and the class read-out use), beard, glasses, age bucket, and the RGB of hair, skin, eyes, background."""
+    image = keras.Input((FACES_CNN_SIZE, FACES_CNN_SIZE, 3), name="image")
+    x = image
+    for width in (32, 64, 128):  # 32 -> 16 -> 8 -> 4
+        x = layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
+        x = layers.ReLU()(layers.BatchNormalization()(x))
+        x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    features = layers.Dense(128, activation="relu", name="features")(x)
+    outputs = {name: layers.Dense(n, activation="softmax", name=name)(features) for name, n in _CLASS_HEADS.items()}
+    outputs["colours"] = layers.Dense(3 * len(_COLOUR_KEYS), name="colours")(features)
+    return keras.Model(image, outputs, name="faces_cnn")
+
+
+def faces_targets(count: int, seed: int) -> tuple:
+    """(images 32x32 in [-1, 1], {head: targets}) for `count` procedural faces."""
+    import numpy as np
+
+    from datasets.procedural_faces import make_dataset, sample_identities
+
+    images, _ages, age_class = make_dataset(count, seed, FACES_CNN_SIZE)
+    ids = sample_identities(count, seed)  # make_dataset draws the same identities from the same seed
+    targets = {"hair_style": ids["hair_style"], "beard": ids["beard"], "glasses": ids["glasses"].astype(np.int64),
+               "age_class": age_class,
+               "colours": np.concatenate([ids[k] for k in _COLOUR_KEYS], axis=1).astype(np.float32)}
+    return images, targets
+
+
+def train_faces_cnn(out, count: int = 8000, epochs: int = 6, seed: int = 1, log=print) -> dict:
+    """Trains the faces CNN on `count` procedural faces (seed 1: not the GAN's training faces, which use seed 0)
+    and reports held-out accuracy on 2,000 more faces (seed 2)."""
+    import numpy as np
+
+    keras.utils.set_random_seed(seed)
+    x, y = faces_targets(count, seed)
+    x_test, y_test = faces_targets(2000, seed + 1)
+    model = build_faces_cnn()
+    losses = {name: "sparse_categorical_crossentropy" for name in _CLASS_HEADS} | {"colours": "mse"}
+    weights = {name: 1.0 for name in _CLASS_HEADS} | {"colours": 10.0}
+    model.compile(keras.optimizers.Adam(1e-3), loss=losses, loss_weights=weights,
+                  metrics={name: "accuracy" for name in _CLASS_HEADS})
+    model.fit(x, y, batch_size=64, epochs=epochs, shuffle=True, verbose=2)
+    predicted = model.predict(x_test, batch_size=256, verbose=0)
+    report = {f"{name}_accuracy": float(np.mean(predicted[name].argmax(1) == y_test[name])) for name in _CLASS_HEADS}
+    report["colours_rmse"] = float(np.sqrt(np.mean((predicted["colours"] - y_test["colours"]) ** 2)))
+    model.save(out)
+    log(f"wrote {out}; held-out (2,000 faces): " + ", ".join(f"{k} {v:.3f}" for k, v in report.items()))
+    return report
+
+
+if __name__ == "__main__":  # python -m chapters.anime_dcgan.models: retrain the shipped faces CNN
+    from pathlib import Path
+
+    train_faces_cnn(Path(__file__).resolve().parents[2] / "datasets" / "faces_cnn.keras")
