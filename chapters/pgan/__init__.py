@@ -1,0 +1,1 @@
+"""Chapter 7: the Progressive GAN (Karras et al. 2018)."""

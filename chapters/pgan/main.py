@@ -1,0 +1,592 @@
+"""Chapter 7: a Progressive GAN (Karras et al. 2018) that grows from 4x4 to --max-resolution.
+
+Training starts both networks at 4x4 and doubles the resolution phase by phase: each new block fades in while
+alpha rises linearly from 0 to 1 over --fade-images images, then trains at full alpha for --stable-images images.
+The paper's recipe throughout: equalised learning rate, pixel norm in G, minibatch stddev in D, WGAN-GP with the
+0.001 drift term, Adam (lr 0.001, beta_1 0, beta_2 0.99) restarted at every phase, per-resolution batch sizes.
+With no --data it trains on procedural cartoon faces rendered at --max-resolution; --data takes any folder of
+images (CelebA, CelebA-HQ, ...), downsampled per resolution in tf.data.
+
+  python chapters/pgan/main.py                          # 4 -> 8 -> 16 -> 32 on a CPU (~10 min on an idle 2-core CPU)
+  python chapters/pgan/main.py --max-resolution 64 --max-filters 512 --fade-images 800000 --stable-images 800000
+  python chapters/pgan/main.py --resume                 # continues mid-phase, even in the middle of a fade-in
+  python chapters/pgan/main.py --resume --max-resolution 64   # grow a finished run one level further
+  python chapters/pgan/main.py --stage sample --num 64 --out faces.png
+  python chapters/pgan/main.py --stage explore          # latent walk (GIF + strip), interpolations, sweeps
+  python chapters/pgan/main.py --stage evaluate         # FID/KID at the final resolution against the data
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
+
+from common import latent  # noqa: E402
+from common.cli import base_parser, run_main  # noqa: E402
+from common.errors import UserError  # noqa: E402
+
+FACES_SEED = 0  # the embedded training set is procedural_faces.make_dataset(--faces, FACES_SEED, --max-resolution)
+# The paper's minibatch (appendix A.1): 16 up to 128x128, then 14, 6 and 3 (for 8 GB GPUs).
+PAPER_BATCH = {256: 14, 512: 6, 1024: 3}
+FACES_CNN = Path(__file__).resolve().parents[2] / "datasets" / "faces_cnn.keras"
+
+
+def build_parser():
+    parser = base_parser("pgan", __doc__, stages=("train", "sample", "explore", "evaluate"), batch_size=32,
+                         data_help="a folder of images (any size and format, searched recursively); absent: "
+                                   "procedural cartoon faces rendered at --max-resolution")
+    for action in parser._actions:  # the shared per-epoch flags mean nothing to a phase schedule
+        if action.dest in ("epochs", "steps_per_epoch"):
+            action.help = "not used by this chapter: its length is set by --max-resolution, --fade-images and " \
+                          "--stable-images%(default).0s"
+        if action.dest == "batch_size":
+            action.help = ("minibatch from 4x4 up to 128x128 (the paper's 16; 32 keeps a CPU busier), then the "
+                           "paper's 14, 6, 3 at 256, 512, 1024 (never more than this); --batch-sizes overrides")
+    grow = parser.add_argument_group("progressive growing")
+    grow.add_argument("--max-resolution", type=int, default=32, metavar="PX",
+                      help="final resolution, a power of two from 8 to 1024 (64 and up need more than a CPU)")
+    grow.add_argument("--fade-images", type=int, default=4000, metavar="N",
+                      help="real images shown while a new block fades in (alpha 0 -> 1); the paper: 800000")
+    grow.add_argument("--stable-images", type=int, default=4000, metavar="N",
+                      help="real images shown at full alpha after each fade-in (and at 4x4); the paper: 800000")
+    grow.add_argument("--batch-sizes", default=None, metavar="RES:N,...",
+                      help="per-resolution minibatch sizes, e.g. 4:64,8:64,16:32,32:16 (the rest from --batch-size)")
+    grow.add_argument("--stop-after-images", type=int, default=None, metavar="N",
+                      help="stop with a checkpoint once the run has shown N real images in all (e.g. to time-box "
+                           "a session); --resume goes on from there, mid-phase")
+    grow.add_argument("--tick-images", type=int, default=1000, metavar="N",
+                      help="log to TensorBoard and write a checkpoint every N images (and at every phase's end)")
+    net = parser.add_argument_group("networks and loss")
+    net.add_argument("--latent-dim", type=int, default=512, help="size of the generator's input noise z")
+    net.add_argument("--max-filters", type=int, default=64, metavar="F",
+                     help="cap on feature maps per layer; the paper's 512 (then 256 at 64x64, ... 16 at 1024) is "
+                          "min(F, 16384 / resolution); 64 keeps the default run within 15 minutes on a CPU")
+    net.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's learning rate for both networks")
+    net.add_argument("--gp-weight", type=float, default=10.0, help="WGAN-GP gradient penalty weight (lambda)")
+    net.add_argument("--drift", type=float, default=0.001, help="weight of the drift term E[D(x)^2] on real scores")
+    net.add_argument("--faces", type=int, default=6000, metavar="N",
+                     help="without --data: how many procedural faces make up the training set")
+    net.add_argument("--cache-mb", type=int, default=2048, metavar="MB",
+                     help="--data: keep a resolution's decoded images in memory when they fit in MB, else decode "
+                          "them again every pass")
+    walk = parser.add_argument_group("latent walk (--stage explore)")
+    walk.add_argument("--walk-seeds", type=int, nargs=2, default=None, metavar=("A", "B"),
+                      help="the two latents the walk goes between and back, by seed (default: --seed, --seed+1)")
+    walk.add_argument("--walk-steps", type=int, default=16, metavar="N",
+                      help="points on the walk from A to B, both ends included (the GIF loops back to A)")
+    walk.add_argument("--walk-method", choices=latent.METHODS, default="spherical", help="how the walk interpolates")
+    score = parser.add_argument_group("scoring (--stage evaluate)")
+    score.add_argument("--extractor", choices=("auto", "inception", "faces_cnn"), default="auto",
+                       help="features for FID/KID: faces_cnn (datasets/faces_cnn.keras, a small CNN trained on the "
+                            "procedural faces, offline), inception (InceptionV3; --inception-weights FILE or the "
+                            "Keras cache), auto = inception when --inception-weights is given, else faces_cnn")
+    score.add_argument("--inception-weights", metavar="FILE", default=None,
+                       help="InceptionV3 ImageNet weights file (inception_v3_weights_tf_dim_ordering_tf_kernels.h5)")
+    score.add_argument("--eval-samples", type=int, default=2000, metavar="N",
+                       help="how many generated and real images the scores compare")
+    latent.add_flags(parser)
+    return parser
+
+
+def check_args(args) -> None:
+    res = args.max_resolution
+    if res < 8 or res > 1024 or res & (res - 1):
+        raise UserError(f"--max-resolution must be a power of two from 8 to 1024, got {res}")
+    for flag in ("fade_images", "stable_images", "tick_images", "latent_dim", "max_filters", "faces"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    batch_sizes(args)
+    if args.walk_steps < 2:
+        raise UserError(f"--walk-steps must be at least 2, got {args.walk_steps}")
+
+
+def batch_sizes(args) -> dict[int, int]:
+    """Minibatch per resolution: --batch-size (at most the paper's 14/6/3 above 128), then --batch-sizes."""
+    sizes, res = {}, 4
+    while res <= 1024:
+        sizes[res] = min(args.batch_size, PAPER_BATCH.get(res, args.batch_size))
+        res *= 2
+    for item in (args.batch_sizes or "").replace(" ", "").split(","):
+        if not item:
+            continue
+        try:
+            key, value = (int(v) for v in item.split(":"))
+        except ValueError:
+            raise UserError(f"--batch-sizes takes RES:N pairs separated by commas, e.g. 4:64,8:32; got {item!r}") \
+                from None
+        if key not in sizes or value < 1:
+            raise UserError(f"--batch-sizes {item}: the resolution must be a power of two from 4 to 1024 and "
+                            "the batch at least 1")
+        sizes[key] = value
+    return sizes
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(args)
+
+    import chapters.pgan.layers  # noqa: F401  registers the custom layers before any .keras file is loaded
+    from common.run import open_run
+
+    if args.stage == "sample":
+        from common.train import sample_stage
+
+        sample_stage(open_run(args, parser, argv, training=False), args)
+        return 0
+    if args.stage == "explore":
+        explore(open_run(args, parser, argv, training=False), args, parser)
+        return 0
+    if args.stage == "evaluate":
+        evaluate(open_run(args, parser, argv, training=False), args, parser)
+        return 0
+
+    if args.resume is None:
+        data = TrainingData.from_args(args)  # checked before a run folder is made
+        run = open_run(args, parser, argv, training=True)
+    else:
+        from common.cli import explicit_flags
+
+        run = open_run(args, parser, argv, training=True)
+        if "stop_after_images" not in explicit_flags(parser, argv):
+            args.stop_after_images = None  # a time box applies to the session that asked for it
+        check_args(args)  # the run's saved flags, with the ones typed now on top
+        data = TrainingData.from_args(args)
+    Trainer(run, args, data).train()
+    return 0
+
+
+def explore(run, args, parser) -> None:
+    """The latent walk between two seeds (GIF + strip) and common.latent's interpolations, arithmetic, sweeps."""
+    from common.checkpoints import load_model
+
+    generator = load_model(run.model_path("generator"), f"train first: {parser.prog} --run-dir {run}")
+    seeds = list(args.walk_seeds or (args.seed, args.seed + 1))
+    latent.latent_walk_gif(generator, run.root / "explore" / f"walk_{seeds[0]}_{seeds[1]}.gif", seeds,
+                           steps=args.walk_steps, method=args.walk_method, min_side=128)
+    latent.explore_stage(run, generator, args)
+
+
+def evaluate(run, args, parser) -> dict:
+    """FID/KID of --eval-samples generated images against as many real ones, at the generator's resolution."""
+    import json
+
+    import numpy as np
+
+    from common.checkpoints import load_model
+    from common.metrics import generated_metrics
+    from common.tensorboard import TensorBoardWriter
+
+    generator = load_model(run.model_path("generator"), f"train first: {parser.prog} --run-dir {run}")
+    res = int(generator.outputs[0].shape[1])
+    config = run.read_config()
+    for key in ("data", "faces", "max_resolution", "seed"):  # the data the run trained on
+        if key in config and key != "seed":
+            setattr(args, key, config[key])
+    extractor = pick_extractor(args)
+    data = TrainingData.from_args(args)
+    real = data.sample(res, args.eval_samples, args.seed)
+    started = time.time()
+    z = np.random.default_rng(args.seed + 1).standard_normal((len(real), generator.inputs[0].shape[-1]))
+    fakes = np.clip(generator.predict(z.astype(np.float32), batch_size=64, verbose=0), -1.0, 1.0)
+    real_features = extractor.features(real)
+    fake_features, probabilities = extractor.outputs(fakes)
+    scores = generated_metrics(real_features, fake_features, probabilities, extractor.name,
+                               kid_subsets=50, kid_subset_size=min(1000, len(real)))
+    phases = run.root / "phases.json"
+    images = int(json.loads(phases.read_text()).get("total_images", 0)) if phases.exists() else 0
+    run.write_json(run.metrics_file, {"resolution": res, "samples": len(real), "extractor": extractor.name,
+                                      "metrics": scores, "data": args.data or "procedural faces"})
+    TensorBoardWriter(run).scalars(scores, step=images, prefix="eval/")
+    print(f"evaluated {run} at {res}x{res} ({len(real)} samples, {extractor.name} features, "
+          f"{time.time() - started:.1f} s):")
+    for key, value in scores.items():
+        print(f"  {key:28s} {value:.4f}")
+    print(f"written to {run.metrics_file}")
+    return scores
+
+
+def pick_extractor(args):
+    from common.metrics import inception_extractor
+
+    if args.extractor == "inception" or (args.extractor == "auto" and args.inception_weights):
+        return inception_extractor(args.inception_weights or "imagenet")
+    if not FACES_CNN.is_file():
+        raise UserError(f"the faces CNN {FACES_CNN} is missing (python -m chapters.anime_dcgan.models makes it); "
+                        "or pass --extractor inception --inception-weights FILE")
+    from common.metrics import faces_extractor
+
+    print(f"scoring with the faces CNN ({FACES_CNN.name}; metrics *_faces_cnn)")
+    return faces_extractor(FACES_CNN)
+
+
+# --- data ------------------------------------------------------------------------------------------------------
+
+class TrainingData:
+    """The real images at any resolution: procedural faces box-filtered down from --max-resolution (cached per
+    resolution), or an image folder decoded straight at each resolution (cached while it fits --cache-mb)."""
+
+    def __init__(self, faces=None, paths=None, cache_mb: int = 2048) -> None:
+        self.faces, self.paths, self.cache_mb = faces, paths, cache_mb
+        self.count = len(faces) if faces is not None else len(paths)
+        self._cache: dict = {}
+
+    @classmethod
+    def from_args(cls, args, log=print) -> "TrainingData":
+        import numpy as np
+
+        if args.data:
+            from common.data.images import find_images, usable_images
+
+            paths = usable_images(find_images(args.data), log)
+            log(f"{len(paths)} images in {args.data}")
+            return cls(paths=[str(p) for p in paths], cache_mb=args.cache_mb)
+        from datasets.procedural_faces import make_dataset
+
+        started = time.time()
+        images = make_dataset(args.faces, FACES_SEED, args.max_resolution)[0]
+        faces = np.rint((images + 1.0) * 127.5).astype(np.uint8)
+        log(f"rendered {args.faces} procedural faces at {args.max_resolution}x{args.max_resolution} "
+            f"({time.time() - started:.1f} s)")
+        return cls(faces=faces)
+
+    def array(self, res: int):
+        """All images at res x res as float32 in [-1, 1], or None when a folder's images do not fit the cache."""
+        import numpy as np
+
+        if res in self._cache:
+            return self._cache[res]
+        self._cache.clear()  # one resolution at a time
+        if self.faces is not None:
+            factor = self.faces.shape[1] // res
+            out = np.empty((self.count, res, res, self.faces.shape[-1]), np.float32)
+            for s in range(0, self.count, 512):  # box filter, the paper's downsampling of the training images
+                chunk = self.faces[s:s + 512].astype(np.float32)
+                out[s:s + 512] = chunk.reshape(len(chunk), res, factor, res, factor, -1).mean(axis=(2, 4))
+            self._cache[res] = out / 127.5 - 1.0
+        elif self.count * res * res * 3 * 4 <= self.cache_mb * 2 ** 20:
+            self._cache[res] = self._decode_all(res)
+        else:
+            return None
+        return self._cache[res]
+
+    def _decode_all(self, res: int):
+        import numpy as np
+        import tensorflow as tf
+
+        from common.data.images import decode_image
+
+        files = tf.data.Dataset.from_tensor_slices(self.paths)
+        images = files.map(lambda p: decode_image(p, res), num_parallel_calls=tf.data.AUTOTUNE)
+        batches = [b.numpy() for b in images.ignore_errors(log_warning=True).batch(256)]
+        return np.concatenate(batches).astype(np.float32)
+
+    def take(self, res: int):
+        """(count, take(index) -> {"real": image}) for common.data.stream.training_stream."""
+        import tensorflow as tf
+
+        from common.data.images import decode_image
+        from common.data.stream import in_memory
+
+        cached = self.array(res)
+        if cached is not None:
+            return len(cached), in_memory({"real": cached})
+        files = tf.constant(self.paths)
+        return self.count, lambda index: {"real": decode_image(tf.gather(files, index), res)}
+
+    def sample(self, res: int, count: int, seed: int):
+        import numpy as np
+
+        cached = self.array(res)
+        if cached is None:
+            paths, self.paths = self.paths, list(np.random.default_rng(seed).permutation(self.paths)[:count])
+            try:
+                return self._decode_all(res)
+            finally:
+                self.paths = paths
+        chosen = np.random.default_rng(seed).choice(len(cached), size=min(count, len(cached)), replace=False)
+        return cached[np.sort(chosen)]
+
+
+# --- training ----------------------------------------------------------------------------------------------------
+
+def phase_list(max_level: int) -> list[tuple[int, str]]:
+    """[(0, stable), (1, fade), (1, stable), ..., (max_level, stable)]."""
+    return [(0, "stable")] + [(level, kind) for level in range(1, max_level + 1) for kind in ("fade", "stable")]
+
+
+def phase_name(level: int, kind: str) -> str:
+    from chapters.pgan.models import resolution
+
+    res = resolution(level)
+    return f"{res}x{res} {'fade-in' if kind == 'fade' else 'stabilise'}"
+
+
+def make_progress():
+    """Where the growth stands, saved in every checkpoint: phase index (hence resolution), images, alpha."""
+    import tensorflow as tf
+
+    class Progress(tf.Module):
+        def __init__(self) -> None:
+            super().__init__(name="progress")
+            self.phase = tf.Variable(0, dtype=tf.int64, trainable=False, name="phase")
+            self.resolution = tf.Variable(4, dtype=tf.int64, trainable=False, name="resolution")
+            self.alpha = tf.Variable(1.0, dtype=tf.float32, trainable=False, name="alpha")
+            self.phase_images = tf.Variable(0, dtype=tf.int64, trainable=False, name="phase_images")
+            self.total_images = tf.Variable(0, dtype=tf.int64, trainable=False, name="total_images")
+            self.steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps")
+            self.phase_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="phase_seconds")
+
+    return Progress()
+
+
+def make_train_step(generator, discriminator, g_opt, d_opt, fade_layers, fading: bool, args):
+    """One compiled step: a WGAN-GP critic update (with the drift term), then a generator update.
+
+    During a fade-in the real images are blended like the generator's output (the paper's official code):
+    (1 - alpha) * upsample(downsample(x)) + alpha * x, so D sees the same mix of resolutions for reals and fakes.
+    """
+    import tensorflow as tf
+
+    latent_dim, gp_weight, drift = args.latent_dim, args.gp_weight, args.drift
+
+    def step(reals, seed, alpha):
+        for layer in fade_layers:
+            layer.alpha.assign(alpha)
+        n = tf.shape(reals)[0]
+        if fading:
+            low = tf.nn.avg_pool2d(reals, 2, 2, "VALID")
+            low = tf.repeat(tf.repeat(low, 2, axis=1), 2, axis=2)  # nearest-neighbour upsampling
+            reals = (1.0 - alpha) * low + alpha * reals
+        z_d = tf.random.stateless_normal([n, latent_dim], seed=seed)
+        z_g = tf.random.stateless_normal([n, latent_dim], seed=seed + tf.constant([0, 1 << 40], tf.int64))
+        eps = tf.random.stateless_uniform([n, 1, 1, 1], seed=seed + tf.constant([0, 2 << 40], tf.int64))
+        fakes = generator(z_d, training=True)
+        with tf.GradientTape() as tape:
+            real_out = discriminator(reals, training=True)
+            fake_out = discriminator(fakes, training=True)
+            mixed = reals + eps * (fakes - reals)
+            with tf.GradientTape() as inner:
+                inner.watch(mixed)
+                mixed_out = discriminator(mixed, training=True)
+            slopes = tf.sqrt(tf.reduce_sum(tf.square(inner.gradient(mixed_out, mixed)), axis=[1, 2, 3]) + 1e-8)
+            penalty = tf.reduce_mean(tf.square(slopes - 1.0))
+            wasserstein = tf.reduce_mean(real_out) - tf.reduce_mean(fake_out)
+            d_loss = -wasserstein + gp_weight * penalty + drift * tf.reduce_mean(tf.square(real_out))
+        d_vars = discriminator.trainable_variables
+        d_opt.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars))
+        with tf.GradientTape() as tape:
+            g_loss = -tf.reduce_mean(discriminator(generator(z_g, training=True), training=True))
+        g_vars = generator.trainable_variables
+        g_opt.apply_gradients(zip(tape.gradient(g_loss, g_vars), g_vars))
+        return {"d_loss": d_loss, "g_loss": g_loss, "gradient_penalty": penalty, "wasserstein": wasserstein,
+                "real_score": tf.reduce_mean(real_out)}
+
+    return tf.function(step, jit_compile=bool(args.xla))
+
+
+class Trainer:
+    """Runs the phases in order; checkpoints every --tick-images images and at every phase's end."""
+
+    def __init__(self, run, args, data: TrainingData, log=print) -> None:
+        self.run, self.args, self.data, self.log = run, args, data, log
+
+    def train(self) -> dict:
+        import numpy as np
+        import tensorflow as tf
+
+        from chapters.pgan import models
+        from common.checkpoints import Checkpoints
+        from common.devices import setup_devices
+        from common.tensorboard import TensorBoardWriter
+        from common.train import fixed_latents
+
+        args, run, log = self.args, self.run, self.log
+        if args.strategy not in ("auto", "one"):
+            raise UserError(f"the pgan chapter trains on one device; --strategy {args.strategy} is not supported")
+        if args.mixed_precision:
+            log("--mixed-precision: the pgan chapter trains in float32 (the gradient penalty needs it); ignored")
+        setup_devices("one", False, args.seed, log)
+        max_level = models.level_of(args.max_resolution)
+        self.growing = growing = models.Growing(args.latent_dim, max_level, args.max_filters, 3, args.seed)
+        phases, sizes = phase_list(max_level), batch_sizes(args)
+        progress = self.progress = make_progress()
+        writer = TensorBoardWriter(run)
+        self.latents = fixed_latents(64, args.latent_dim, args.seed)
+        latest = tf.train.latest_checkpoint(str(run.checkpoints)) if args.resume is not None else None
+        self.tick = int(latest.rsplit("-", 1)[1]) if latest else 0  # checkpoint numbers rise across phases
+        if latest:
+            tf.train.Checkpoint(progress=progress).restore(latest).expect_partial()
+        else:
+            writer.config(vars(args))
+        first = int(progress.phase.numpy())
+        if first < len(phases) and int(progress.phase_images.numpy()) >= self._length(phases[first][1]):
+            first += 1  # the checkpoint was written at the end of that phase (its grid and models are saved)
+        if first >= len(phases):
+            log(f"{run} has finished growing to {args.max_resolution}x{args.max_resolution}; pass a larger "
+                "--max-resolution to grow further")
+            return {}
+        log(f"training {len(phases) - first} phases up to {args.max_resolution}x{args.max_resolution} on "
+            f"{self.data.count} images; run: {run}  (TensorBoard: make tensorboard)")
+        last: dict = {}
+        for index in range(first, len(phases)):
+            level, kind = phases[index]
+            res, fading = models.resolution(level), kind == "fade"
+            batch, length = sizes[res], self._length(kind)
+            generator, discriminator = growing.generator(level, kind), growing.discriminator(level, kind)
+            g_opt, d_opt = models.optimizer(args.learning_rate), models.optimizer(args.learning_rate)
+            g_opt.build(generator.trainable_variables)  # a fresh Adam per phase, as the paper's code resets it
+            d_opt.build(discriminator.trainable_variables)
+            items = {**growing.layers_up_to(level), "g_optimizer": g_opt, "d_optimizer": d_opt, "progress": progress}
+            checkpoints = Checkpoints(run, items, keep=args.checkpoints_kept)
+            if latest and index == first and int(progress.phase.numpy()) == index:
+                checkpoints.restore()
+                log(f"resumed {run} at {phase_name(level, kind)} ({res}x{res}), alpha "
+                    f"{float(progress.alpha.numpy()):.3f}, {int(progress.phase_images.numpy())} of {length} images "
+                    f"of the phase, {int(progress.total_images.numpy())} in all, from {checkpoints.latest}")
+            else:
+                progress.phase.assign(index)
+                progress.resolution.assign(res)
+                progress.phase_images.assign(0)
+                progress.phase_seconds.assign(0.0)
+                progress.alpha.assign(0.0 if fading else 1.0)
+            fade_layers = growing.fade_layers(level) if fading else []
+            step = make_train_step(generator, discriminator, g_opt, d_opt, fade_layers, fading, args)
+            last = self._phase(index, level, kind, batch, length, step, checkpoints, writer)
+            if last is None:
+                return {}
+        log(f"done: {run}  final grid: {self.final_grid}  generator: {run.model_path('generator')}")
+        return last
+
+    def _phase(self, index, level, kind, batch, length, step, checkpoints, writer):
+        import numpy as np
+        import tensorflow as tf
+
+        from chapters.pgan import models
+        from common.checkpoints import save_model
+        from common.data.stream import training_stream
+        from common.errors import TrainingDiverged
+
+        args, run, log, progress = self.args, self.run, self.log, self.progress
+        res, fading = models.resolution(level), kind == "fade"
+        done = int(progress.phase_images.numpy())
+        count, take = self.data.take(res)
+        if count < batch:
+            raise UserError(f"{count} training images are fewer than one batch of {batch} at {res}x{res}")
+        stream = iter(training_stream(count, take, batch, args.seed * 1000 + index, start_step=done // batch))
+        log(f"phase {index + 1}: {phase_name(level, kind)}, batch {batch}, {length} images"
+            + (f" (from image {done})" if done else ""))
+        sums, steps_in_tick, tick_started = {}, 0, time.time()
+        seconds_before = float(progress.phase_seconds.numpy())
+        phase_started, cpu_started = time.time(), time.process_time()
+        while done < length:
+            if args.stop_after_images is not None and int(progress.total_images.numpy()) >= args.stop_after_images:
+                self._checkpoint(checkpoints, seconds_before + time.time() - phase_started)
+                log(f"stopped after {int(progress.total_images.numpy())} images (--stop-after-images) at "
+                    f"{phase_name(level, kind)}, alpha {float(progress.alpha.numpy()):.3f}; --resume goes on")
+                return None
+            alpha = min(1.0, done / args.fade_images) if fading else 1.0
+            seed = tf.constant([args.seed, int(progress.steps.numpy())], tf.int64)
+            out = step(next(stream)["real"], seed, tf.constant(alpha, tf.float32))
+            for key, value in out.items():
+                sums[key] = sums.get(key, 0.0) + value
+            steps_in_tick += 1
+            before, done = done, done + batch
+            progress.phase_images.assign(done)
+            progress.total_images.assign_add(batch)
+            progress.steps.assign_add(1)
+            progress.alpha.assign(min(1.0, done / args.fade_images) if fading else 1.0)
+            if fading and before < length // 2 <= done:
+                self._fade_strip(level, float(progress.alpha.numpy()), writer)
+            if done // args.tick_images > before // args.tick_images or done >= length:
+                means = {k: float(v) / steps_in_tick for k, v in sums.items()}
+                if not all(np.isfinite(list(means.values()))):
+                    raise TrainingDiverged(f"the losses became {means} at {phase_name(level, kind)}; the last good "
+                                           f"checkpoint is {checkpoints.latest}")
+                elapsed = time.time() - tick_started
+                images = int(progress.total_images.numpy())
+                scalars = {**means, "alpha": float(progress.alpha.numpy()), "resolution": res,
+                           "images_per_second": steps_in_tick * batch / max(elapsed, 1e-9), "phase": index}
+                writer.scalars(scalars, step=images)
+                writer.image("samples/latest", self._picture(self.growing.generator(level, kind)), step=images)
+                if done < length:  # the phase's end writes its own checkpoint below
+                    self._checkpoint(checkpoints, seconds_before + time.time() - phase_started)
+                log(f"  {res}x{res} {kind:6s} {done:>7d}/{length} img  alpha {scalars['alpha']:.3f}  "
+                    f"d {means['d_loss']:8.4f}  g {means['g_loss']:8.4f}  gp {means['gradient_penalty']:.4f}  "
+                    f"{scalars['images_per_second']:.0f} img/s")
+                sums, steps_in_tick, tick_started = {}, 0, time.time()
+        seconds = seconds_before + time.time() - phase_started
+        generator = self.growing.generator(level, kind)
+        picture = self._picture(generator)
+        name = f"{index:02d}_{res}x{res}_{kind}"
+        from common.images import save_png
+
+        self.final_grid = save_png(run.samples / f"{name}.png", picture)
+        images = int(progress.total_images.numpy())
+        writer.image("samples/phase_end", picture, step=images)
+        writer.image(f"samples/{name}", picture, step=images)
+        save_model(generator, run.model_path("generator"))
+        save_model(self.growing.discriminator(level, kind), run.model_path("discriminator"))
+        self._checkpoint(checkpoints, seconds)
+        self._record_phase(index, level, kind, length, seconds, time.process_time() - cpu_started)
+        log(f"phase {index + 1} done in {seconds:.1f} s: {self.final_grid}")
+        return {"phase": name, "seconds": seconds}
+
+    def _length(self, kind: str) -> int:
+        return self.args.fade_images if kind == "fade" else self.args.stable_images
+
+    def _checkpoint(self, checkpoints, seconds: float) -> None:
+        self.progress.phase_seconds.assign(seconds)
+        self.tick += 1
+        checkpoints.save(self.tick)
+
+    def _picture(self, generator):
+        """A grid of the fixed latents' images, each enlarged (nearest neighbour) to at least 32 pixels."""
+        import numpy as np
+
+        from common.images import make_grid
+
+        images = np.asarray(generator(self.latents[:64], training=False))
+        scale = max(1, 32 // images.shape[1])
+        return make_grid(images.repeat(scale, axis=1).repeat(scale, axis=2), columns=8)
+
+    def _fade_strip(self, level: int, alpha: float, writer) -> None:
+        """Rows for the same 8 latents: the upsampled low-resolution path, the new block's path, their blend."""
+        import numpy as np
+
+        from chapters.pgan import models
+        from common.images import make_grid, save_png
+
+        low, new, blend = (np.asarray(t) for t in self.growing.fade_paths(level)(self.latents[:8], training=False))
+        rows = np.concatenate([low, new, blend])
+        scale = max(1, 64 // rows.shape[1])
+        picture = make_grid(rows.repeat(scale, axis=1).repeat(scale, axis=2), columns=8)
+        res = models.resolution(level)
+        path = save_png(self.run.samples / f"{res}x{res}_fade_strip_alpha{alpha:.2f}.png", picture)
+        writer.image(f"fade/{res}x{res}_low_new_blend", picture, step=int(self.progress.total_images.numpy()))
+        self.log(f"  fade-in strip (rows: low-res path, new block, blend at alpha {alpha:.2f}): {path}")
+
+    def _record_phase(self, index, level, kind, length, seconds, cpu_seconds) -> None:
+        import json
+
+        from chapters.pgan import models
+
+        path = self.run.root / "phases.json"
+        record = json.loads(path.read_text()) if path.exists() else {"phases": []}
+        entries = [p for p in record["phases"] if p["index"] != index]
+        entries.append({"index": index, "resolution": models.resolution(level), "phase": kind, "images": length,
+                        "seconds": round(seconds, 2), "images_per_second": round(length / max(seconds, 1e-9), 1),
+                        # CPU time of this process (all threads), this session's share of the phase: on a shared
+                        # machine a better measure of the work than the wall time
+                        "cpu_seconds_this_session": round(cpu_seconds, 2)})
+        record["phases"] = sorted(entries, key=lambda p: p["index"])
+        record["total_images"] = int(self.progress.total_images.numpy())
+        record["total_seconds"] = round(sum(p["seconds"] for p in record["phases"]), 2)
+        self.run.write_json(path, record)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,176 @@
+"""Progressive GAN: the fade-in blends exactly, equalised LR survives save/load, growth resumes mid fade-in."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from chapters.pgan.main import main
+from conftest import run_main, run_script
+
+# 4x4 (64 images) -> 8x8 fade-in (128) -> 8x8 (64), batch 16, narrow networks: a few seconds of training.
+TINY = ["--max-resolution", "8", "--stable-images", "64", "--fade-images", "128", "--tick-images", "32",
+        "--batch-size", "16", "--faces", "96", "--latent-dim", "16", "--max-filters", "8", "--seed", "3"]
+
+
+def _progress(run_dir: Path) -> dict:
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints"))
+    return {name: reader.get_tensor(f"progress/{name}/.ATTRIBUTES/VARIABLE_VALUE")
+            for name in ("phase", "resolution", "alpha", "phase_images", "total_images")}
+
+
+def _weights(path: Path) -> list[np.ndarray]:
+    import keras
+
+    return [w.numpy() for w in keras.models.load_model(path, safe_mode=True, compile=False).weights]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("pgan") / "run"
+    assert run_main(main, [*TINY, "--run-dir", run_dir]) == 0
+    return run_dir
+
+
+def test_fade_in_is_the_low_res_path_at_alpha_0_and_the_new_block_at_alpha_1():
+    from chapters.pgan.models import Growing
+
+    growing = Growing(latent_dim=16, max_level=2, max_filters=8, seed=1)
+    z = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
+    paths = growing.fade_paths(2)  # 8x8 -> 16x16
+    discriminator = growing.discriminator(2, "fade")
+    image = np.random.default_rng(1).uniform(-1, 1, (8, 16, 16, 3)).astype(np.float32)
+    d_low = growing.discriminator(1, "stable")  # the old network on the downsampled image
+    d_new = growing.discriminator(2, "stable")  # the new block's path at full alpha
+    downsampled = image.reshape(8, 8, 2, 8, 2, 3).mean(axis=(2, 4))
+    for alpha, which in ((0.0, 0), (1.0, 1)):
+        for layer in growing.fade_layers(2):
+            layer.alpha.assign(alpha)
+        low, new, blend = (np.asarray(t) for t in paths(z))
+        np.testing.assert_array_equal(blend, (low, new)[which])
+        expected = np.asarray((d_low(downsampled), d_new(image))[which])
+        np.testing.assert_allclose(np.asarray(discriminator(image)), expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(low, new)  # two different paths, so the checks above can fail
+    # The low path is the 8x8 generator's image, upsampled by nearest neighbour.
+    small = np.asarray(growing.generator(1, "stable")(z))
+    np.testing.assert_allclose(low, small.repeat(2, axis=1).repeat(2, axis=2), rtol=1e-5, atol=1e-5)
+    for layer in growing.fade_layers(2):
+        layer.alpha.assign(0.25)
+    low, new, blend = (np.asarray(t) for t in paths(z))
+    np.testing.assert_allclose(blend, 0.75 * low + 0.25 * new, rtol=1e-5, atol=1e-6)
+
+
+def test_equalized_layers_have_unit_variance_weights_and_keep_their_scale_through_save_and_load(tmp_path):
+    import keras
+
+    from chapters.pgan.layers import EqualizedConv2D, EqualizedDense
+
+    image = keras.Input((8, 8, 64))
+    conv = EqualizedConv2D(128, 3, name="conv", seed=1)
+    dense = EqualizedDense(256, name="dense", seed=2)
+    model = keras.Model(image, dense(keras.layers.Flatten()(conv(image))))
+    for layer, fan_in in ((conv, 3 * 3 * 64), (dense, 8 * 8 * 128)):
+        kernel = layer.kernel.numpy()
+        assert abs(kernel.std() - 1.0) < 0.02 and abs(kernel.mean()) < 0.02  # N(0, 1), not He-scaled
+        assert layer.scale == pytest.approx(np.sqrt(2.0) / np.sqrt(fan_in))  # He's constant, applied at run time
+    x = np.random.default_rng(0).standard_normal((4, 8, 8, 64)).astype(np.float32)
+    out = np.asarray(conv(x))
+    assert 0.8 < out.std() / np.sqrt(2.0) < 1.2  # unit-variance input -> variance 2 (gain sqrt 2) at init
+    model.save(tmp_path / "eq.keras")
+    loaded = keras.models.load_model(tmp_path / "eq.keras", safe_mode=True, compile=False)
+    assert loaded.get_layer("conv").scale == conv.scale and loaded.get_layer("dense").scale == dense.scale
+    np.testing.assert_allclose(loaded(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_minibatch_stddev_adds_exactly_one_feature_map():
+    from chapters.pgan.layers import MinibatchStdDev
+
+    x = np.random.default_rng(0).standard_normal((8, 4, 4, 5)).astype(np.float32)
+    y = np.asarray(MinibatchStdDev(group_size=4)(x))
+    assert y.shape == (8, 4, 4, 6)
+    np.testing.assert_array_equal(y[..., :5], x)
+    groups = x.reshape(4, 2, 4, 4, 5)  # image i is in group i % 2
+    expected = np.sqrt(groups.var(axis=0) + 1e-8).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(y[:, 0, 0, 5], np.tile(expected, 4), rtol=1e-5)
+    assert np.all(y[..., 5] == y[:, :1, :1, 5])  # constant over the map
+    assert np.asarray(MinibatchStdDev(4)(x[:6])).shape == (6, 4, 4, 6)  # 6 % 4: one group of the whole batch
+
+
+def test_a_tiny_growth_run_4_to_8_writes_grids_strip_models_and_tensorboard(tiny_run):
+    samples = tiny_run / "samples"
+    for name in ("00_4x4_stable.png", "01_8x8_fade.png", "02_8x8_stable.png", "8x8_fade_strip_alpha0.50.png"):
+        assert (samples / name).exists(), name
+    grid = np.asarray(Image.open(samples / "02_8x8_stable.png"))
+    assert grid.shape == (8 * 34 + 2, 8 * 34 + 2, 3) and grid.std() > 5  # 64 images enlarged 4x to 32 px
+    strip = np.asarray(Image.open(samples / "8x8_fade_strip_alpha0.50.png"))
+    assert strip.shape == (3 * 66 + 2, 8 * 66 + 2, 3)  # rows: low-res path, new block, blend
+    phases = json.loads((tiny_run / "phases.json").read_text())
+    assert [(p["resolution"], p["phase"], p["images"]) for p in phases["phases"]] == [
+        (4, "stable", 64), (8, "fade", 128), (8, "stable", 64)]
+    import tensorflow as tf
+
+    # 2 + 4 + 2 checkpoints (every 32 images and at each phase's end), numbered on across the phases
+    assert tf.train.latest_checkpoint(str(tiny_run / "checkpoints")).endswith("ckpt-8")
+    progress = _progress(tiny_run)
+    assert progress["resolution"] == 8 and progress["phase"] == 2 and progress["total_images"] == 256
+    import keras
+
+    generator = keras.models.load_model(tiny_run / "models" / "generator.keras", safe_mode=True, compile=False)
+    assert generator.output_shape == (None, 8, 8, 3)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((tiny_run / "logs" / "train").glob("events.out.tfevents.*"))),
+                              size_guidance={"tensors": 0})
+    events.Reload()
+    tags = set(events.Tags()["tensors"])
+    assert {"alpha", "resolution", "images_per_second", "d_loss", "g_loss"} <= tags
+    resolutions = [float(tf.make_ndarray(event.tensor_proto)) for event in events.Tensors("resolution")]
+    assert 4.0 in resolutions and 8.0 in resolutions
+
+
+def test_resume_in_the_middle_of_a_fade_in_restores_alpha_and_resolution(tiny_run, tmp_path, capsys):
+    run_dir = tmp_path / "split"
+    # 64 images at 4x4, then 64 of the 128-image 8x8 fade-in: stop at alpha 0.5.
+    assert run_main(main, [*TINY, "--run-dir", run_dir, "--stop-after-images", "128"]) == 0
+    progress = _progress(run_dir)
+    assert progress["resolution"] == 8 and progress["phase"] == 1
+    assert progress["phase_images"] == 64 and progress["alpha"] == pytest.approx(0.5)
+    assert not (run_dir / "samples" / "01_8x8_fade.png").exists()
+    capsys.readouterr()
+    assert run_main(main, ["--resume", run_dir]) == 0
+    out = capsys.readouterr().out
+    assert "resumed" in out and "8x8 fade-in (8x8), alpha 0.500, 64 of 128 images" in out
+    assert _progress(run_dir)["total_images"] == 256
+    # Data order and noise are functions of (seed, step): the split run ends where the unbroken one did.
+    for a, b in zip(_weights(tiny_run / "models" / "generator.keras"), _weights(run_dir / "models" / "generator.keras")):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert run_main(main, ["--resume", run_dir]) == 0
+    assert "finished growing" in capsys.readouterr().out
+
+
+def test_sample_and_explore_stages_use_the_saved_generator(tiny_run, tmp_path):
+    out = tmp_path / "grid.png"
+    result = run_script("chapters/pgan/main.py", "--stage", "sample", "--run-dir", tiny_run, "--num", "16",
+                        "--out", out)  # a fresh process: the custom layers load with safe_mode=True
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert np.asarray(Image.open(out)).shape == (4 * 10 + 2, 4 * 10 + 2, 3)
+    assert run_main(main, ["--stage", "explore", "--run-dir", tiny_run, "--walk-seeds", "3", "4", "--walk-steps", "5", "--sweep-dims", "0",
+                           "--sweep-steps", "3", "--sweep-rows", "2", "--interpolate-steps", "3"]) == 0
+    gif = tiny_run / "explore" / "walk_3_4.gif"
+    with Image.open(gif) as animation:
+        assert animation.n_frames == 8  # 3 -> 4 in 5 points and back, without repeating the start
+    assert (tiny_run / "explore" / "walk_3_4.png").exists()
+
+
+def test_bad_flags_are_one_sentence(tmp_path, capsys):
+    assert run_main(main, ["--max-resolution", "48", "--run-dir", tmp_path / "r"]) == 2
+    assert "power of two" in capsys.readouterr().err
+    assert run_main(main, ["--batch-sizes", "8-16", "--run-dir", tmp_path / "r"]) == 2
+    assert "RES:N" in capsys.readouterr().err
+    assert run_main(main, ["--data", tmp_path / "missing"]) == 2
+    assert "does not exist" in capsys.readouterr().err
