@@ -1,0 +1,451 @@
+"""Chapter 3: Age-cGAN - a conditional GAN that re-draws a face at six ages while keeping who it is.
+
+Stages, each reading the models the previous one saved in the run folder:
+  gan       train the conditional GAN: real faces with their true age for D, random ages for G
+  encoder   train the encoder to recover z from generated faces (the initial latent approximation)
+  optimize  fine-tune the encoder so that face-recognition embeddings of a face and of its reconstruction
+            G(E(x), y) agree (identity-preserving optimisation, as the book does)
+  age       encode a photo (--image) and draw it at all six ages in one strip (--out); --refine-steps N
+            first optimises z for that photo (the paper's per-image optimisation)
+  evaluate  age accuracy per class of re-aged faces, identity distance before/after --refine-steps
+  all       gan, encoder, optimize, then age on one embedded face (what `make train-age-cgan` runs)
+
+With no --data it trains on the embedded procedural faces (datasets/procedural_faces.py); --data takes the
+extracted wiki_crop folder of IMDB-WIKI (python datasets/fetch_wiki.py), streamed from disk.
+
+  python chapters/age_cgan/main.py --stage gan
+  python chapters/age_cgan/main.py --stage encoder          # on the latest run (or --run-dir DIR)
+  python chapters/age_cgan/main.py --stage optimize
+  python chapters/age_cgan/main.py --stage age --image me.jpg --refine-steps 30 --out me_ages.png
+  python chapters/age_cgan/main.py --stage evaluate
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
+
+import numpy as np  # noqa: E402  (cheap; TensorFlow itself is imported after argument parsing)
+
+from common.cli import base_parser, run_main  # noqa: E402
+from common.errors import UserError  # noqa: E402
+
+STAGES = ("gan", "encoder", "optimize", "age", "evaluate", "all")
+HERE = Path(__file__).resolve().parent
+AGE_CLASSIFIER = HERE / "weights" / "age_classifier.keras"
+FR_SIZE_IRV2 = 192  # the book resizes faces to 192x192 for InceptionResNetV2
+# What each stage writes, and the stage that writes it.
+MADE_BY = {"generator": "gan", "encoder": "encoder", "encoder_optimized": "optimize"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = base_parser("age_cgan", __doc__, stages=STAGES, default_stage="gan", epochs=20, batch_size=32,
+                         data_help="the extracted wiki_crop folder (with wiki.mat) or its wiki.mat; "
+                                   "absent: the embedded procedural faces")
+    net = parser.add_argument_group("networks")
+    net.add_argument("--width", type=float, default=1.0,
+                     help="scales every layer's filters and units of E, G and D (1.0 = the book's networks; "
+                          "make train-age-cgan uses 0.5 to fit a 2-core CPU)")
+    net.add_argument("--num-faces", type=int, default=3000, metavar="N",
+                     help="how many embedded procedural faces to train on (without --data)")
+    net.add_argument("--fr-model", default="face-api", metavar="NAME|PATH.keras",
+                     help="face-recognition network for identity: face-api (dlib's ResNet, converted; "
+                          "chapters/age_cgan/weights), inception-resnet-v2 (the book's ImageNet network), or a "
+                          ".keras model mapping [-1, 1] images to embeddings")
+    net.add_argument("--fr-weights", default="imagenet", metavar="imagenet|FILE",
+                     help="weights for --fr-model inception-resnet-v2: imagenet (Keras cache/download) or a file")
+    steps = parser.add_argument_group("encoder and identity stages")
+    steps.add_argument("--encoder-steps", type=int, default=1000, metavar="N",
+                       help="--stage encoder: training steps on generated faces (batch --batch-size)")
+    steps.add_argument("--optimize-steps", type=int, default=200, metavar="N",
+                       help="--stage optimize: encoder fine-tuning steps on real faces")
+    steps.add_argument("--optimize-batch", type=int, default=16, metavar="N",
+                       help="--stage optimize: faces per step (each passes the face-recognition net twice)")
+    age = parser.add_argument_group("ageing a photo (--stage age) and evaluation")
+    age.add_argument("--image", metavar="PHOTO", default=None, help="--stage age: the face photo to re-age")
+    age.add_argument("--no-crop", action="store_true",
+                     help="--stage age: resize the whole photo to 64x64 instead of its centre square")
+    age.add_argument("--refine-steps", type=int, default=0, metavar="N",
+                     help="optimise z for the input face for N steps (identity loss) before drawing it; "
+                          "--stage evaluate compares 0 with N (default there: 30)")
+    age.add_argument("--refine-lr", type=float, default=0.02, help="Adam learning rate of the z refinement")
+    age.add_argument("--eval-faces", type=int, default=48, metavar="N",
+                     help="--stage evaluate: how many held-out faces are re-aged and scored")
+    age.add_argument("--age-classifier", default=str(AGE_CLASSIFIER), metavar="PATH.keras",
+                     help="--stage evaluate on the embedded faces: the age classifier that reads generated faces")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.stage == "age" and not args.image:
+        raise UserError("--stage age needs --image PHOTO (a face photo; any size)")
+    if not 0 < args.width <= 4:
+        raise UserError(f"--width must be in (0, 4], got {args.width}")
+    from common.run import open_run
+
+    if args.stage in ("gan", "all"):
+        from chapters.age_cgan.data import find_wiki
+
+        wiki = find_wiki(args.data) if args.data else None  # checked before a run folder is made
+        run = open_run(args, parser, argv, training=True)
+        stages = ["gan", "encoder", "optimize", "age"] if args.stage == "all" else ["gan"]
+    else:
+        run, wiki = open_run(args, parser, argv, training=False), None
+        stages = [args.stage]
+    chapter = Stages(args, run)
+    if wiki is not None:
+        chapter._cache["wiki"] = wiki
+    for stage in stages:
+        started = time.time()
+        getattr(chapter, stage)()
+        print(f"[{stage}] done in {time.time() - started:.0f} s")
+    return 0
+
+
+class Stages:
+    def __init__(self, args: argparse.Namespace, run) -> None:
+        import keras
+
+        self.args, self.run = args, run
+        config = run.read_config()
+        # Later stages use the flags the run was trained with (network width, data, number of faces).
+        self.width = float(config.get("width", args.width))
+        self.data = args.data or config.get("data")
+        self.num_faces = int(config.get("num_faces", args.num_faces))
+        self.train_seed = int(config.get("seed", args.seed))
+        self._cache: dict = {}
+        keras.utils.set_random_seed(args.seed)
+
+    # --- helpers ----------------------------------------------------------------------------------
+    def command(self, stage: str) -> str:
+        return f"python chapters/age_cgan/main.py --stage {stage} --run-dir {self.run}"
+
+    def load(self, name: str):
+        from common.checkpoints import load_model
+
+        path = self.run.model_path(name)
+        if not path.exists():
+            raise UserError(f"{path} does not exist; run the {MADE_BY[name]} stage first: {self.command(MADE_BY[name])}")
+        return load_model(path, f"run {self.command(MADE_BY[name])}")
+
+    def save(self, model, name: str) -> None:
+        from common.checkpoints import save_model
+
+        save_model(model, self.run.model_path(name))
+        print(f"saved {self.run.model_path(name)}")
+
+    def wiki(self):
+        if "wiki" not in self._cache:
+            from chapters.age_cgan.data import find_wiki
+
+            self._cache["wiki"] = find_wiki(self.data)
+        return self._cache["wiki"]
+
+    def real_faces(self, count: int, seed: int):
+        """(images in [-1, 1], classes): wiki faces from disk, or embedded faces of identities the GAN saw."""
+        from chapters.age_cgan.data import embedded_faces, wiki_sample
+
+        if self.data:
+            return wiki_sample(self.wiki(), count, seed)
+        images, classes = embedded_faces(self.num_faces, self.train_seed)
+        pick = np.random.default_rng(seed).permutation(len(images))[:count]
+        return images[pick].astype("float32") / 127.5 - 1.0, classes[pick]
+
+    def held_out_faces(self, count: int):
+        """Faces of identities the GAN never saw (embedded), or random wiki faces."""
+        from chapters.age_cgan.data import embedded_faces, wiki_sample
+
+        if self.data:
+            return wiki_sample(self.wiki(), count, self.args.seed + 7)
+        images, classes = embedded_faces(count, 10_000 + self.train_seed)
+        return images.astype("float32") / 127.5 - 1.0, classes
+
+    def fr_model(self):
+        if "fr" not in self._cache:
+            self._cache["fr"] = face_recognition(self.args.fr_model, self.args.fr_weights)
+        return self._cache["fr"]
+
+    # --- stages ------------------------------------------------------------------------------------
+    def gan(self) -> None:
+        import tensorflow as tf
+
+        from chapters.age_cgan import models
+        from chapters.age_cgan.data import NUM_CLASSES, embedded_faces, wiki_take
+        from common.data import in_memory
+        from common.devices import setup_devices
+        from common.gan import ConditionalGAN
+        from common.images import make_grid
+        from common.train import fixed_latents, fit_gan
+
+        args = self.args
+        strategy = setup_devices(args.strategy, args.mixed_precision, args.seed)
+        if self.data:
+            index = self.wiki()
+            take, count = wiki_take(index), len(index.paths)
+        else:
+            images, classes = embedded_faces(self.num_faces, self.train_seed)
+            print(f"embedded procedural faces: {len(images)} (per age class {np.bincount(classes).tolist()})")
+
+            def to_float(row):
+                return {"real": tf.cast(row["real"], tf.float32) / 127.5 - 1.0,
+                        "labels": tf.one_hot(row["labels"], NUM_CLASSES)}
+
+            take, count = in_memory({"real": images, "labels": classes.astype("int32")}, to_float), len(images)
+        with strategy.scope():
+            gan = ConditionalGAN(models.build_generator(width=self.width), models.build_discriminator(width=self.width),
+                                 models.LATENT_DIM, NUM_CLASSES)
+            gan.compile(d_optimizer=models.optimizer(), g_optimizer=models.optimizer(), jit_compile=args.xla)
+        z = np.repeat(fixed_latents(8, models.LATENT_DIM, args.seed), NUM_CLASSES, axis=0)
+        ages = np.tile(np.eye(NUM_CLASSES, dtype="float32"), (8, 1))
+        fit_gan(gan, self.run, args, strategy, count, take,
+                sample=lambda: gan.generator.predict([z, ages], batch_size=48, verbose=0),
+                render=lambda images: make_grid(images, NUM_CLASSES))  # a row per z, a column per age
+
+    def encoder(self) -> None:
+        import keras
+        import tensorflow as tf
+
+        from chapters.age_cgan import models
+        from chapters.age_cgan.data import NUM_CLASSES
+
+        generator = self.load("generator")
+        encoder = models.build_encoder(generator.inputs[0].shape[-1], width=self.width)
+        # the book: encoder.compile(loss=euclidean_distance_loss, optimizer="adam"), i.e. Keras' default Adam
+        optimizer = keras.optimizers.Adam(1e-3)
+        optimizer.build(encoder.trainable_variables)  # slots exist before tf.function traces the step
+        batch, latent = self.args.batch_size, generator.inputs[0].shape[-1]
+
+        @tf.function
+        def step(seed):
+            z = tf.random.stateless_normal([batch, latent], seed)
+            labels = tf.one_hot(tf.random.stateless_uniform([batch], seed + 1, maxval=NUM_CLASSES, dtype=tf.int32),
+                                NUM_CLASSES)
+            images = generator([z, labels], training=False)
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(euclidean(encoder(images, training=True), z))
+            optimizer.apply_gradients(zip(tape.gradient(loss, encoder.trainable_variables),
+                                          encoder.trainable_variables))
+            return loss
+
+        losses = []
+        for i in range(self.args.encoder_steps):
+            losses.append(float(step(tf.constant([self.args.seed, 1_000_000 + i], tf.int64))))
+            if (i + 1) % 100 == 0 or i + 1 == self.args.encoder_steps:
+                print(f"[encoder] step {i + 1}/{self.args.encoder_steps}  ||E(G(z, y)) - z|| {np.mean(losses[-100:]):.3f}")
+        self.save(encoder, "encoder")
+        self.record({"encoder_final_latent_error": float(np.mean(losses[-100:]))})
+
+    def optimize(self) -> None:
+        import tensorflow as tf
+
+        from chapters.age_cgan import models
+        from chapters.age_cgan.data import NUM_CLASSES
+
+        encoder, generator = self.load("encoder"), self.load("generator")  # the direct prerequisite first
+        fr = self.fr_model()
+        optimizer = models.optimizer()  # the book's adversarial optimizer: Adam(2e-4, beta_1=0.5, epsilon=1e-7)
+        optimizer.build(encoder.trainable_variables)
+        images, classes = self.real_faces(max(self.args.optimize_batch * 20, 256), self.args.seed + 3)
+        labels = np.eye(NUM_CLASSES, dtype="float32")[classes]
+        targets = fr.predict(images, batch_size=32, verbose=0)
+        batch = self.args.optimize_batch
+
+        @tf.function
+        def step(x, y, target):
+            with tf.GradientTape() as tape:
+                # BatchNorm stays in inference mode: fine-tuning moves the weights, not the statistics.
+                rebuilt = generator([encoder(x, training=False), y], training=False)
+                loss = tf.reduce_mean(euclidean(fr(rebuilt, training=False), target))
+            optimizer.apply_gradients(zip(tape.gradient(loss, encoder.trainable_variables),
+                                          encoder.trainable_variables))
+            return loss
+
+        rng, losses = np.random.default_rng(self.args.seed), []
+        for i in range(self.args.optimize_steps):
+            pick = rng.choice(len(images), batch, replace=False)
+            losses.append(float(step(images[pick], labels[pick], targets[pick])))
+            if (i + 1) % 10 == 0 or i + 1 == self.args.optimize_steps:
+                print(f"[optimize] step {i + 1}/{self.args.optimize_steps}  FR distance of reconstructions "
+                      f"{np.mean(losses[-10:]):.3f}")
+        self.save(encoder, "encoder_optimized")
+        self.record({"optimize_fr_distance_first": float(np.mean(losses[:10])),
+                     "optimize_fr_distance_last": float(np.mean(losses[-10:]))})
+
+    def age(self, image_path: str | None = None) -> None:
+        from chapters.age_cgan.data import NUM_CLASSES, load_photo
+        from common.images import make_grid, save_png
+
+        encoder, generator = self.load("encoder_optimized"), self.load("generator")
+        if image_path is None and self.args.image is None:  # --stage all: one embedded face the GAN never saw
+            face, _ = self.held_out_faces(1)
+            image_path = str(save_png(self.run.samples / "input_face.png", make_grid(face, pad=0)))
+        x = load_photo(image_path or self.args.image, crop=not self.args.no_crop)
+        z, before, after = encode_and_refine(encoder, generator, self.fr_model(), x, self.args.refine_steps,
+                                             self.args.refine_lr)
+        aged = generator.predict([np.repeat(z, NUM_CLASSES, 0), np.eye(NUM_CLASSES, dtype="float32")], verbose=0)
+        out = Path(self.args.out) if self.args.out else self.run.samples / f"age_{Path(image_path or self.args.image).stem}.png"
+        save_png(out, make_grid(np.concatenate([x, aged]), columns=NUM_CLASSES + 1))
+        note = f"; after {self.args.refine_steps} refinement steps {after[0]:.3f}" if self.args.refine_steps else ""
+        print(f"identity distance input vs its six ages: {before[0]:.3f} from the encoder{note}")
+        print(f"wrote {out}: the input, then ages 0-18, 19-29, 30-39, 40-49, 50-59, 60+")
+
+    def evaluate(self) -> None:
+        from chapters.age_cgan.data import BUCKET_NAMES, NUM_CLASSES
+
+        encoder, generator = self.load("encoder_optimized"), self.load("generator")
+        x, true_classes = self.held_out_faces(self.args.eval_faces)
+        estimator, how = self.age_estimator()
+        steps = self.args.refine_steps or 30
+        z0, before, after, refined = encode_and_refine(encoder, generator, self.fr_model(), x, steps,
+                                                       self.args.refine_lr, return_initial=True)
+        results = {"age_estimator": how, "eval_faces": len(x), "refine_steps": steps,
+                   "fr_model": self.args.fr_model}
+        read = estimator(x)
+        results["estimator_accuracy_on_real_faces"] = float(np.mean(read == true_classes))
+        results["estimator_accuracy_on_real_faces_per_class"] = {
+            name: float(np.mean(read[true_classes == k] == k)) if np.any(true_classes == k) else None
+            for k, name in enumerate(BUCKET_NAMES)}
+        for name, z in (("encoded", z0), ("refined", refined)):
+            correct = []
+            for k in range(NUM_CLASSES):
+                y = np.zeros((len(z), NUM_CLASSES), "float32")
+                y[:, k] = 1
+                correct.append(float(np.mean(estimator(generator.predict([z, y], batch_size=64, verbose=0)) == k)))
+            results[f"age_accuracy_{name}"] = dict(zip(BUCKET_NAMES, correct))
+            results[f"age_accuracy_{name}_mean"] = float(np.mean(correct))
+        rng = np.random.default_rng(self.args.seed)
+        zr = rng.standard_normal((len(x), z0.shape[1])).astype("float32")
+        correct = []
+        for k in range(NUM_CLASSES):
+            y = np.zeros((len(zr), NUM_CLASSES), "float32")
+            y[:, k] = 1
+            correct.append(float(np.mean(estimator(generator.predict([zr, y], batch_size=64, verbose=0)) == k)))
+        results["age_accuracy_random_z"] = dict(zip(BUCKET_NAMES, correct))
+        results["identity_distance_encoder"] = float(np.mean(before))
+        results["identity_distance_refined"] = float(np.mean(after))
+        results["same_person_rate_encoder"] = float(np.mean(before < 0.6))
+        results["same_person_rate_refined"] = float(np.mean(after < 0.6))
+        self.record({"evaluate": results})
+        print(f"age estimator: {how}; accuracy on the real held-out faces {results['estimator_accuracy_on_real_faces']:.2f} "
+              "(per class: " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                         results["estimator_accuracy_on_real_faces_per_class"].items()
+                                         if v is not None) + ")")
+        for name in ("encoded", "refined", "random_z"):
+            accuracy = results[f"age_accuracy_{name}"]
+            print(f"age accuracy per target class ({name} z): " + ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items()))
+        print(f"identity distance (FR {self.args.fr_model}) input vs its six re-aged versions over {len(x)} faces: "
+              f"encoder {results['identity_distance_encoder']:.3f} -> after {steps} refinement steps "
+              f"{results['identity_distance_refined']:.3f}; under 0.6: {results['same_person_rate_encoder']:.2f} -> "
+              f"{results['same_person_rate_refined']:.2f}")
+
+    def age_estimator(self):
+        """-> (images -> class indices, description): face-api's age net on real faces, else the classifier."""
+        from chapters.age_cgan.data import age_to_class
+
+        if self.data:
+            from chapters.age_cgan.face_nets import age_model
+
+            net = age_model()
+            return (lambda images: age_to_class(net.predict(images, batch_size=32, verbose=0)["age"][:, 0]),
+                    "face-api age network (years -> age class)")
+        from common.checkpoints import load_model
+
+        path = Path(self.args.age_classifier)
+        net = load_model(path, "make it with python chapters/age_cgan/train_age_classifier.py")
+        return (lambda images: np.argmax(net.predict(images, batch_size=64, verbose=0), -1),
+                f"procedural age classifier {path.name}")
+
+    def record(self, values: dict) -> None:
+        import json
+
+        metrics = json.loads(self.run.metrics_file.read_text()) if self.run.metrics_file.exists() else {}
+        metrics.update(values)
+        self.run.write_json(self.run.metrics_file, metrics)
+
+
+def euclidean(a, b):
+    """The book's euclidean_distance_loss per example: sqrt(sum((a - b)^2))."""
+    import tensorflow as tf
+
+    return tf.sqrt(tf.reduce_sum(tf.square(tf.cast(a, tf.float32) - tf.cast(b, tf.float32)), axis=-1) + 1e-12)
+
+
+def encode_and_refine(encoder, generator, fr, x, steps: int, lr: float, return_initial: bool = False):
+    """z = E(x), then `steps` of Adam on z minimising the FR distance between x and G(z, y) over all six ages.
+
+    Returns (z, distances before, distances after): per-face mean distance over the six ages (the paper's
+    identity-preserving optimisation, done per image on z rather than on network weights). With
+    return_initial: (E(x), distances before, distances after, refined z).
+    """
+    import keras
+    import tensorflow as tf
+
+    from chapters.age_cgan.data import NUM_CLASSES
+
+    x = tf.constant(x, tf.float32)
+    n = int(x.shape[0])
+    target = fr(x, training=False)
+    z0 = encoder.predict(x, batch_size=64, verbose=0)
+    labels = tf.constant(np.tile(np.eye(NUM_CLASSES, dtype="float32"), (n, 1)))  # face i at ages 0..5
+
+    def distances(z):
+        aged = generator([tf.repeat(z, NUM_CLASSES, axis=0), labels], training=False)
+        d = euclidean(fr(aged, training=False), tf.repeat(target, NUM_CLASSES, axis=0))
+        return tf.reduce_mean(tf.reshape(d, (n, NUM_CLASSES)), axis=1)
+
+    before = distances(tf.constant(z0)).numpy()
+    z = tf.Variable(z0)
+    optimizer = keras.optimizers.Adam(lr)
+    optimizer.build([z])
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(distances(z))  # faces are independent: the sum optimises each
+        optimizer.apply_gradients([(tape.gradient(loss, z), z)])
+
+    for _ in range(steps):
+        step()
+    after = distances(z).numpy() if steps else before
+    refined = z.numpy()
+    if return_initial:
+        return z0, before, after, refined
+    return refined, before, after
+
+
+def face_recognition(name: str, weights: str = "imagenet"):
+    """The identity network: [-1, 1] faces of any size -> embeddings (resized inside the graph)."""
+    import keras
+
+    if name == "face-api":
+        from chapters.age_cgan.face_nets import face_recognition_model
+
+        return face_recognition_model()
+    if name == "inception-resnet-v2":
+        from common.pretrained import load_application
+
+        base = load_application("InceptionResNetV2", weights, flag="--fr-weights", include_top=False,
+                                pooling="avg", input_shape=(FR_SIZE_IRV2, FR_SIZE_IRV2, 3))
+        image = keras.Input((None, None, 3), name="image")  # Inception's own preprocessing is [-1, 1] too
+        return keras.Model(image, base(keras.layers.Resizing(FR_SIZE_IRV2, FR_SIZE_IRV2)(image)), name="fr_irv2")
+    path = Path(name)
+    if path.suffix != ".keras":
+        raise UserError(f"--fr-model must be face-api, inception-resnet-v2 or a .keras file, got {name!r}")
+    from common.checkpoints import load_model
+
+    model = load_model(path, "pass a .keras model that maps [-1, 1] face images to embedding vectors")
+    size = model.inputs[0].shape[1]
+    if size is None:
+        return model
+    image = keras.Input((None, None, 3), name="image")
+    return keras.Model(image, model(keras.layers.Resizing(size, model.inputs[0].shape[2])(image)), name="fr_custom")
+
+
+if __name__ == "__main__":
+    run_main(main)

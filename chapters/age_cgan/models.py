@@ -1,0 +1,109 @@
+"""The book's Age-cGAN networks (chapter 3) for 64x64x3 faces, a 100-d z and 6 age classes.
+
+- encoder: image -> z (the "initial latent approximation");
+- generator: [z, one-hot age] -> image in [-1, 1];
+- discriminator: [image, one-hot age] -> probability that the image is a real face of that age. The book
+  tiles the label with a `Lambda`; here `TileLabels` does it, a registered layer that saves and loads with
+  safe_mode=True.
+
+Adam(2e-4, beta_1=0.5, epsilon=1e-7) everywhere: the book writes epsilon=10e-8, which is 1e-7 (also Keras'
+default), so that is what is used.
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from common.stabilize import discriminator_head
+
+IMAGE_SHAPE = (64, 64, 3)
+LATENT_DIM = 100
+NUM_CLASSES = 6
+EPSILON = 1e-7  # the book's 10e-8
+
+
+@keras.saving.register_keras_serializable(package="age_cgan")
+class TileLabels(layers.Layer):
+    """(batch, classes) one-hot labels -> (batch, size, size, classes): the label repeated at every pixel."""
+
+    def __init__(self, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def call(self, labels):
+        labels = ops.cast(labels, self.compute_dtype)
+        batch, classes = ops.shape(labels)[0], labels.shape[-1]
+        return ops.broadcast_to(labels[:, None, None, :], (batch, self.size, self.size, classes))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.size, self.size, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
+
+
+def _w(units: int, width: float) -> int:
+    return max(1, int(round(units * width)))
+
+
+def build_encoder(latent_dim: int = LATENT_DIM, width: float = 1.0) -> keras.Model:
+    """conv 32/64/128/256 (5x5, stride 2; BN on all but the first; LeakyReLU 0.2) -> Dense 4096 -> Dense z.
+
+    `width` scales every layer's filters/units (1.0 = the book's sizes)."""
+    image = keras.Input(IMAGE_SHAPE, name="image")
+    x = image
+    for i, filters in enumerate((32, 64, 128, 256)):
+        x = layers.Conv2D(_w(filters, width), 5, strides=2, padding="same", name=f"conv{i + 1}")(x)
+        if i:
+            x = layers.BatchNormalization(name=f"bn{i + 1}")(x)
+        x = layers.LeakyReLU(0.2)(x)
+    x = layers.Flatten()(x)
+    x = layers.LeakyReLU(0.2)(layers.BatchNormalization(name="bn_dense")(layers.Dense(_w(4096, width), name="dense")(x)))
+    z = layers.Dense(latent_dim, dtype="float32", name="z")(x)
+    return keras.Model(image, z, name="encoder")
+
+
+def build_generator(latent_dim: int = LATENT_DIM, num_classes: int = NUM_CLASSES, width: float = 1.0) -> keras.Model:
+    """concat(z, age) -> Dense 2048 -> Dense 256*8*8 -> 3x (UpSampling2D, conv 5x5: 128, 64, 3) -> tanh."""
+    z = keras.Input((latent_dim,), name="z")
+    label = keras.Input((num_classes,), name="age")
+    x = layers.Concatenate()([z, label])
+    x = layers.Dropout(0.2)(layers.LeakyReLU(0.2)(layers.Dense(_w(2048, width), name="dense1")(x)))
+    x = layers.BatchNormalization(name="bn_dense2")(layers.Dense(_w(256, width) * 8 * 8, name="dense2")(x))
+    x = layers.Dropout(0.2)(layers.LeakyReLU(0.2)(x))
+    x = layers.Reshape((8, 8, _w(256, width)))(x)
+    for filters in (128, 64):
+        x = layers.Conv2D(_w(filters, width), 5, padding="same", name=f"conv{filters}")(layers.UpSampling2D(2)(x))
+        x = layers.LeakyReLU(0.2)(layers.BatchNormalization(momentum=0.8, name=f"bn{filters}")(x))
+    x = layers.Conv2D(3, 5, padding="same", name="conv_rgb")(layers.UpSampling2D(2)(x))
+    image = layers.Activation("tanh", dtype="float32", name="image")(x)
+    return keras.Model([z, label], image, name="generator")
+
+
+def build_discriminator(num_classes: int = NUM_CLASSES, width: float = 1.0) -> keras.Model:
+    """conv 64 (3x3/2) + LeakyReLU, concat the age tiled to 32x32, conv 128/256/512 (3x3/2) + BN + LeakyReLU."""
+    image = keras.Input(IMAGE_SHAPE, name="image")
+    label = keras.Input((num_classes,), name="age")
+    x = layers.LeakyReLU(0.2)(layers.Conv2D(_w(64, width), 3, strides=2, padding="same", name="conv64")(image))
+    x = layers.Concatenate()([x, TileLabels(IMAGE_SHAPE[0] // 2, name="tile_age")(label)])
+    for filters in (128, 256, 512):
+        x = layers.Conv2D(_w(filters, width), 3, strides=2, padding="same", name=f"conv{filters}")(x)
+        x = layers.LeakyReLU(0.2)(layers.BatchNormalization(name=f"bn{filters}")(x))
+    return keras.Model([image, label], discriminator_head(layers.Flatten()(x)), name="discriminator")
+
+
+def optimizer(learning_rate: float = 2e-4) -> keras.optimizers.Optimizer:
+    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.5, epsilon=EPSILON)
+
+
+def build_age_classifier(num_classes: int = NUM_CLASSES) -> keras.Model:
+    """A small CNN that reads a 64x64 procedural face's age class (the evaluate stage's age estimator)."""
+    image = keras.Input(IMAGE_SHAPE, name="image")
+    x = image
+    for filters in (32, 64, 96, 128):
+        x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False)(x)
+        x = layers.ReLU()(layers.BatchNormalization()(x))
+        x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)))
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(image, layers.Dense(num_classes, activation="softmax", dtype="float32")(x),
+                       name="age_classifier")
