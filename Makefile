@@ -39,8 +39,9 @@ train-3d-gan:
 train-age-cgan:
 	$(PYTHON) chapters/age_cgan/main.py --stage all $(ARGS)
 
+# The DCGAN-paper pair at 32 px trains ~20x faster on a CPU than the book's pair (--arch book, the script's default).
 train-anime-dcgan:
-	$(PYTHON) chapters/anime_dcgan/main.py $(ARGS)
+	$(PYTHON) chapters/anime_dcgan/main.py --arch dcgan --filters 32 $(ARGS)
 
 train-srgan:
 	$(PYTHON) chapters/srgan/main.py $(ARGS)
