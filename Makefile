@@ -36,8 +36,11 @@ train-vanilla-gan:
 train-3d-gan:
 	$(PYTHON) chapters/gan_3d/main.py $(ARGS)
 
+# gan -> encoder -> optimize -> age on the embedded faces; width-0.5 networks to fit a 2-core CPU.
+AGE_CGAN_CPU := --width 0.5 --epochs 3 --steps-per-epoch 100 --batch-size 32 --encoder-steps 300 --optimize-steps 40 \
+                --refine-steps 30
 train-age-cgan:
-	$(PYTHON) chapters/age_cgan/main.py --stage all $(ARGS)
+	$(PYTHON) chapters/age_cgan/main.py --stage all $(AGE_CGAN_CPU) $(ARGS)
 
 # The DCGAN-paper pair at 32 px trains ~20x faster on a CPU than the book's pair (--arch book, the script's default).
 train-anime-dcgan:
