@@ -327,34 +327,31 @@ def inception_extractor(
 
 def mnist_extractor(path: str | os.PathLike = DEFAULT_MNIST_CLASSIFIER, batch_size: int = 256) -> FeatureExtractor:
     """The project's MNIST CNN (datasets/train_mnist_classifier.py): 128-d "features" layer + softmax."""
-    import keras
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"MNIST classifier {path} not found; run python -m datasets.train_mnist_classifier")
-    try:
-        classifier = keras.saving.load_model(path, safe_mode=True, compile=False)
-        features = classifier.get_layer("features").output
-    except Exception as err:
-        raise UserError(f"{path} is not a loadable MNIST classifier with a 'features' layer ({err})") from None
-    model = keras.Model(classifier.inputs, [features, classifier.output], name="mnist_features")
-    return FeatureExtractor("mnist_cnn", model, _to_mnist, batch_size)
+    return _classifier_extractor(path, "mnist_cnn", "probabilities", _to_mnist, batch_size,
+                                 "python -m datasets.train_mnist_classifier")
 
 
 def faces_extractor(path: str | os.PathLike = DEFAULT_FACES_CNN, batch_size: int = 256) -> FeatureExtractor:
     """The faces CNN (datasets/faces_cnn.keras): 128-d "features" and the hair-style probabilities."""
+    return _classifier_extractor(path, "faces_cnn", "hair_style", _to_faces_cnn, batch_size,
+                                 "python -m chapters.anime_dcgan.models")
+
+
+def _classifier_extractor(path: str | os.PathLike, name: str, probabilities: str, preprocess: Callable,
+                          batch_size: int, how_to_make: str) -> FeatureExtractor:
+    """A shipped classifier's "features" layer and its `probabilities` layer, loaded in safe mode."""
     import keras
 
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"the faces CNN {path} is missing; make it with python -m chapters.anime_dcgan.models")
+        raise UserError(f"the {name} network {path} is missing; make it with {how_to_make}")
     try:
         network = keras.saving.load_model(path, safe_mode=True, compile=False)
-        outputs = [network.get_layer("features").output, network.get_layer("hair_style").output]
+        outputs = [network.get_layer("features").output, network.get_layer(probabilities).output]
     except Exception as err:
-        raise UserError(f"{path} is not a loadable faces CNN with 'features' and 'hair_style' layers ({err})") from None
-    model = keras.Model(network.inputs, outputs, name="faces_cnn_features")
-    return FeatureExtractor("faces_cnn", model, _to_faces_cnn, batch_size)
+        raise UserError(f"{path} is not a loadable {name} network with 'features' and '{probabilities}' layers "
+                        f"({err})") from None
+    return FeatureExtractor(name, keras.Model(network.inputs, outputs, name=f"{name}_features"), preprocess, batch_size)
 
 
 def _to_faces_cnn(x):
