@@ -337,6 +337,25 @@ def faces_extractor(path: str | os.PathLike = DEFAULT_FACES_CNN, batch_size: int
                                  "python -m chapters.anime_dcgan.models")
 
 
+def choose_extractor(choice: str, inception_weights: str | os.PathLike | None,
+                     fallback: Callable[[], FeatureExtractor], log: Callable[[str], None] = print) -> FeatureExtractor:
+    """--extractor auto|inception|<domain network>: InceptionV3 when asked for or when its ImageNet weights are at
+    hand (--inception-weights FILE or the Keras cache), else the domain network, saying so in one line."""
+    if choice == "inception" or (choice == "auto" and inception_weights):
+        return inception_extractor(inception_weights or "imagenet")
+    if choice == "auto":
+        from common.pretrained import imagenet_weights_file, keras_cache_dir
+
+        cached = keras_cache_dir() / "models" / imagenet_weights_file("InceptionV3")[0]
+        if cached.exists():
+            return inception_extractor("imagenet")
+        extractor = fallback()
+        log(f"InceptionV3 ImageNet weights are not in {cached.parent}: scoring with the {extractor.name} network "
+            f"(metrics *_{extractor.name}); pass --inception-weights FILE for *_inception")
+        return extractor
+    return fallback()
+
+
 def _classifier_extractor(path: str | os.PathLike, name: str, probabilities: str, preprocess: Callable,
                           batch_size: int, how_to_make: str) -> FeatureExtractor:
     """A shipped classifier's "features" layer and its `probabilities` layer, loaded in safe mode."""

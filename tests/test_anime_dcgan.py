@@ -91,7 +91,7 @@ def test_sample_explore_and_evaluate_stages(anime_run, tmp_path, capsys):
     assert "interpolation seeds 3 4" in capsys.readouterr().out
     assert run_main(main, ["--stage", "evaluate", "--run-dir", anime_run, "--eval-samples", "24"]) == 0
     printed = capsys.readouterr().out
-    assert "scoring with the faces CNN" in printed  # no InceptionV3 weights in the tests' Keras home
+    assert "scoring with the faces_cnn network" in printed  # no InceptionV3 weights in the tests' Keras home
     metrics = json.loads((anime_run / "metrics.json").read_text())
     assert metrics["extractor"] == "faces_cnn" and np.isfinite(metrics["metrics"]["fid_faces_cnn"])
     assert "kid_faces_cnn" in metrics["metrics"]

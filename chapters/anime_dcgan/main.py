@@ -178,21 +178,9 @@ def real_images(data, size: int, count: int, seed: int, faces: int):
 
 def extractor(args):
     """The feature network for FID/KID/IS, as --extractor asks; `auto` says in one line what it chose."""
-    from common.metrics import inception_extractor
+    from common.metrics import choose_extractor, faces_extractor
 
-    if args.extractor == "inception" or (args.extractor == "auto" and args.inception_weights):
-        return inception_extractor(args.inception_weights or "imagenet")
-    if args.extractor == "auto":
-        from common.pretrained import imagenet_weights_file, keras_cache_dir
-
-        name = imagenet_weights_file("InceptionV3")[0]
-        if (keras_cache_dir() / "models" / name).exists():
-            return inception_extractor("imagenet")
-        print(f"InceptionV3 ImageNet weights are not in {keras_cache_dir() / 'models'}: scoring with the faces CNN "
-              f"({FACES_CNN.name}; metrics *_faces_cnn); pass --inception-weights FILE for *_inception")
-    from common.metrics import faces_extractor
-
-    return faces_extractor(FACES_CNN)
+    return choose_extractor(args.extractor, args.inception_weights, lambda: faces_extractor(FACES_CNN))
 
 
 if __name__ == "__main__":

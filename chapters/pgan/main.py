@@ -210,17 +210,9 @@ def evaluate(run, args, parser) -> dict:
 
 
 def pick_extractor(args):
-    from common.metrics import inception_extractor
+    from common.metrics import choose_extractor, faces_extractor
 
-    if args.extractor == "inception" or (args.extractor == "auto" and args.inception_weights):
-        return inception_extractor(args.inception_weights or "imagenet")
-    if not FACES_CNN.is_file():
-        raise UserError(f"the faces CNN {FACES_CNN} is missing (python -m chapters.anime_dcgan.models makes it); "
-                        "or pass --extractor inception --inception-weights FILE")
-    from common.metrics import faces_extractor
-
-    print(f"scoring with the faces CNN ({FACES_CNN.name}; metrics *_faces_cnn)")
-    return faces_extractor(FACES_CNN)
+    return choose_extractor(args.extractor, args.inception_weights, lambda: faces_extractor(FACES_CNN))
 
 
 # --- data ------------------------------------------------------------------------------------------------------
