@@ -12,7 +12,7 @@ from chapters.srgan.main import main
 from conftest import run_main
 
 TINY = ["--residual-blocks", "1", "--hr-size", "48", "--batch-size", "2", "--steps-per-epoch", "1", "--epochs", "1",
-        "--pretrain-epochs", "1", "--val-crops", "2", "--content-loss", "mse"]
+        "--pretrain-epochs", "1", "--val-crops", "2", "--content-loss", "mse", "--bicubic-skip"]
 
 
 def _error_line(capsys) -> str:
@@ -46,6 +46,25 @@ def test_networks_are_the_books_and_fully_convolutional(lr_side):
     assert [c.filters for c in convs] == [64, 64, 128, 128, 256, 256, 512, 512]
     assert [c.strides[0] for c in convs] == [1, 2] * 4
     assert discriminator.get_layer("dense").units == 1024
+
+
+def test_bicubic_skip_starts_exactly_at_bicubic_and_saves_safely(tmp_path):
+    import keras
+
+    from chapters.srgan import models
+    from common.checkpoints import save_model
+
+    generator = models.build_generator(residual_blocks=2, bicubic_skip=True)
+    lr = np.random.default_rng(0).uniform(-1, 1, (2, 12, 20, 3)).astype(np.float32)
+    bicubic = models.bicubic_upscale(lr).numpy()
+    np.testing.assert_allclose(generator(lr, training=False).numpy(), bicubic, atol=1e-6)
+    tail = generator.get_layer("tail_conv")
+    tail.kernel.assign(np.full(tail.kernel.shape, 1e-3, np.float32))  # a trained generator: no longer bicubic
+    sr = generator(lr, training=False).numpy()
+    assert np.abs(sr - bicubic).max() > 1e-3 and sr.min() >= -1 and sr.max() <= 1
+    path = save_model(generator, tmp_path / "generator.keras")
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(loaded(lr, training=False).numpy(), sr, atol=1e-6)
 
 
 # --- content loss ----------------------------------------------------------------------------------------
