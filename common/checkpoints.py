@@ -51,8 +51,12 @@ class Checkpoints:
 def save_model(model: keras.Model, path: Path) -> Path:
     """Writes `path` (.keras) via a temporary file, so a reader never loads half a model."""
     tmp = path.with_name(f".{path.stem}-partial.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -33,10 +33,10 @@ class Run:
         self.metrics_file = self.root / "metrics.json"
 
     def create(self) -> "Run":
-        for folder in (self.logs, self.checkpoints, self.samples, self.models):
-            folder.mkdir(parents=True, exist_ok=True)
         probe = self.root / ".write-test"
         try:  # fail before training, not at the first checkpoint an hour later
+            for folder in (self.logs, self.checkpoints, self.samples, self.models):
+                folder.mkdir(parents=True, exist_ok=True)
             probe.write_bytes(b"x" * 4096)
             probe.unlink()
         except OSError as error:

@@ -12,6 +12,7 @@ _HOME = tempfile.mkdtemp(prefix="gan-cookbook-tests-")
 os.environ.update({
     "KERAS_HOME": os.path.join(_HOME, "keras"),
     "MPLCONFIGDIR": os.path.join(_HOME, "matplotlib"),
+    "XDG_CACHE_HOME": os.path.join(_HOME, "cache"),
     "CUDA_VISIBLE_DEVICES": "",
     "TF_CPP_MIN_LOG_LEVEL": "2",
     "TF_DETERMINISTIC_OPS": "1",

@@ -73,7 +73,8 @@ def test_the_cache_is_used_and_rebuilt_when_the_folder_changes(tmp_path, monkeyp
 
     folder = _volumetric_data(tmp_path, 2)
     first = data.load_shapenet(tmp_path, "chair", "train", 32, log=lambda _: None)
-    assert (folder.parent / ".cache_chair_train_32.npz").exists()
+    assert len(list(data.default_cache_dir().glob("shapenet_*_chair_train_32.npz"))) >= 1
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["train"]  # nothing written beside the data
     reads = []
     original = data.read_mat
     monkeypatch.setattr(data, "read_mat", lambda path, cube: reads.append(path.name) or original(path, cube))

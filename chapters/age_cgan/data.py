@@ -81,7 +81,7 @@ def parse_wiki_mat(mat_path: str | Path, root: str | Path | None = None) -> Wiki
     root = Path(root) if root is not None else mat_path.parent
     try:
         mat = loadmat(str(mat_path))
-    except (OSError, ValueError, TypeError) as error:
+    except Exception as error:  # scipy raises MatReadError, ValueError, ... for an empty or damaged file
         raise UserError(f"cannot read {mat_path} as a MATLAB file ({error})") from None
     if "wiki" not in mat:
         raise UserError(f"{mat_path} holds no 'wiki' struct (found: {', '.join(k for k in mat if not k.startswith('__'))})")
@@ -159,9 +159,16 @@ def wiki_sample(index: WikiIndex, count: int, seed: int) -> tuple[np.ndarray, np
     import tensorflow as tf
 
     pick = np.random.default_rng(seed).permutation(len(index.paths))[:count]
-    paths = tf.data.Dataset.from_tensor_slices([index.paths[i] for i in pick])
-    images = np.concatenate(list(paths.map(decode_face).batch(64).as_numpy_iterator()))
-    return images, index.classes[pick]
+    rows = tf.data.Dataset.from_tensor_slices(([index.paths[i] for i in pick], index.classes[pick]))
+    # A file listed in wiki.mat that fails to decode (truncated, not an image) is dropped with its class.
+    faces = rows.map(lambda path, age: (decode_face(path), age)).ignore_errors(log_warning=True).batch(64)
+    batches = list(faces.as_numpy_iterator())
+    decoded = sum(len(images) for images, _ in batches)
+    if not decoded:
+        raise UserError(f"none of the {len(pick)} faces picked from wiki.mat could be decoded")
+    if decoded < len(pick):
+        print(f"skipped {len(pick) - decoded} of {len(pick)} wiki faces that failed to decode")
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 
 
 def embedded_faces(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -172,15 +179,20 @@ def embedded_faces(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def load_photo(path: str | Path, crop: bool = True, size: int = IMAGE_SIZE) -> np.ndarray:
     """A user's photo -> (1, size, size, 3) in [-1, 1]: centre square crop (unless crop=False), then resize."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--image {path} does not exist")
+    from common.data.images import check_image, to_8bit
+
+    why = check_image(path)  # the header first: a decompression bomb is refused before it is decoded
+    if why is not None:
+        raise UserError(f"--image {path} is not an image that can be read ({why})")
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
+            image = to_8bit(image).convert("RGB")
+    except Exception as error:  # UnidentifiedImageError, OSError, SyntaxError (a damaged PNG), ...
         raise UserError(f"--image {path} is not an image that can be read ({error})") from None
     if crop:
         side = min(image.size)

@@ -173,7 +173,15 @@ def real_images(data, size: int, count: int, seed: int, faces: int):
     paths = find_images(data)
     rng = np.random.default_rng(seed)
     paths = usable_images([paths[i] for i in np.sort(rng.permutation(len(paths))[:count])])
-    return np.stack([decode_image(tf.constant(str(p)), size).numpy() for p in paths])
+    images = []
+    for path in paths:  # a file that passed the header check can still fail to decode (truncated)
+        try:
+            images.append(decode_image(tf.constant(str(path)), size).numpy())
+        except tf.errors.OpError as error:
+            print(f"skipped {path.name}: {error.message.splitlines()[0]}")
+    if not images:
+        raise UserError(f"--data {data}: none of the {len(paths)} images picked for scoring could be decoded")
+    return np.stack(images)
 
 
 def extractor(args):

@@ -68,6 +68,11 @@ def fingerprint(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/gan-cookbook (~/.cache/gan-cookbook): derived data, safe to delete."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gan-cookbook"
+
+
 def load_shapenet(root: str | os.PathLike, category: str, split: str, cube_len: int,
                   cache_dir: str | os.PathLike | None = None, log=print) -> np.ndarray:
     """All volumes of <root>/<category>/30/<split>/*.mat as (N, cube_len, cube_len, cube_len) uint8 0/1."""
@@ -76,7 +81,9 @@ def load_shapenet(root: str | os.PathLike, category: str, split: str, cube_len: 
     if not files:
         raise UserError(f"{folder} contains no .mat files")
     key = fingerprint(files)
-    cache = Path(cache_dir or folder.parent) / f".cache_{category}_{split}_{cube_len}.npz"
+    # Never beside the data: --data may be read-only or shared, and nothing is ever written under it.
+    place = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+    cache = Path(cache_dir or default_cache_dir()) / f"shapenet_{place}_{category}_{split}_{cube_len}.npz"
     if cache.exists():
         try:
             with np.load(cache) as saved:

@@ -24,7 +24,7 @@ import tensorflow as tf
 from PIL import Image
 
 from chapters.srgan.models import SCALE, downsample
-from common.data.images import check_image, find_images, usable_images
+from common.data.images import check_image, find_images, to_8bit, usable_images
 from common.errors import UserError
 from common.images import to_uint8
 
@@ -93,8 +93,8 @@ def read_rgb(path: str | os.PathLike, flag: str = "--input") -> np.ndarray:
         raise UserError(f"{flag} {path} cannot be used: {why}")
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"), np.uint8)
-    except (OSError, ValueError) as error:
+            return np.asarray(to_8bit(image).convert("RGB"), np.uint8)
+    except Exception as error:  # Pillow raises OSError, SyntaxError, ... for a damaged file
         raise UserError(f"{flag} {path} cannot be used: not a readable image ({error.__class__.__name__})") from None
 
 

@@ -48,7 +48,7 @@ def check_image(path: Path) -> str | None:
             kind = image.format
     except Image.DecompressionBombError:
         return "too many pixels"
-    except (OSError, ValueError, SyntaxError) as error:
+    except Exception as error:  # Pillow raises OSError, SyntaxError, EOFError, struct.error, ... for damaged files
         return f"not a readable image ({error.__class__.__name__})"
     if kind not in _DECODABLE:
         return f"unsupported format {kind}"
@@ -69,6 +69,14 @@ def usable_images(paths: list[Path], log: Callable[[str], None] = print, flag: s
     if not good:
         raise UserError(f"{flag}: none of the {len(paths)} image files could be read (e.g. {shown})")
     return good
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """16- and 32-bit greyscale (PIL modes I;16*, I) scaled to 8-bit L: PIL's own convert() clips them at 255."""
+    if image.mode.startswith("I"):
+        levels = np.asarray(image, np.float64) / 257.0  # 65535 -> 255, as TensorFlow's PNG decoder does
+        return Image.fromarray(np.clip(np.rint(levels), 0, 255).astype(np.uint8), "L")
+    return image
 
 
 def decode_image(path: tf.Tensor, size: int, channels: int = 3) -> tf.Tensor:
@@ -102,11 +110,11 @@ def load_folder_array(folder: str | os.PathLike, size: int, channels: int, log: 
             with Image.open(path) as image:
                 side = min(image.size)
                 left, top = (image.width - side) // 2, (image.height - side) // 2
-                image = image.convert(mode).crop((left, top, left + side, top + side))
+                image = to_8bit(image).convert(mode).crop((left, top, left + side, top + side))
                 images.append(np.asarray(image.resize((size, size), Image.BILINEAR), np.uint8))
-        except (OSError, ValueError) as error:
+        except Exception as error:  # a damaged file that passed the header check (OSError, SyntaxError, ...)
             failed += 1
-            log(f"skipped {path.name}: {error}")
+            log(f"skipped {path.name}: {error.__class__.__name__}: {error}")
     if not images:
         raise UserError(f"{flag}: none of the {len(paths)} image files in {folder} could be decoded")
     array = np.stack(images)
