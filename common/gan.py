@@ -172,8 +172,10 @@ class GAN(keras.Model):
     @staticmethod
     def _apply(optimizer: keras.optimizers.Optimizer, tape: tf.GradientTape, loss: tf.Tensor,
                model: keras.Model) -> None:
+        with tape:  # record the loss scaling too, or no gradient reaches the variables (mixed precision)
+            scaled = optimizer.scale_loss(loss)
         variables = model.trainable_variables
-        gradients = tape.gradient(optimizer.scale_loss(loss), variables)
+        gradients = tape.gradient(scaled, variables)
         optimizer.apply_gradients(zip(gradients, variables))
 
     def sample(self, inputs: Any) -> tf.Tensor:

@@ -199,8 +199,9 @@ class SRResNet(keras.Model):
             sr = self.generator(batch["lr"], training=True)
             per_example = ContentLoss()(batch["hr"], sr)
             loss = tf.nn.compute_average_loss(per_example)
+            scaled = self.g_optimizer.scale_loss(loss)  # inside the tape: mixed precision needs its gradient
         variables = self.generator.trainable_variables
-        gradients = tape.gradient(self.g_optimizer.scale_loss(loss), variables)
+        gradients = tape.gradient(scaled, variables)
         self.g_optimizer.apply_gradients(zip(gradients, variables))
         self.mse.update_state(tf.reduce_mean(per_example))
         return {"mse": self.mse.result()}
@@ -257,15 +258,17 @@ class SRGAN(SRResNet):
                 fake_out = self.discriminator(tf.stop_gradient(sr), training=True)
                 d_per_example = self.bce.discriminator(real_out, fake_out)
                 d_loss = tf.nn.compute_average_loss(d_per_example)
+                d_scaled = self.d_optimizer.scale_loss(d_loss)
             d_vars = self.discriminator.trainable_variables
-            d_grads = d_tape.gradient(self.d_optimizer.scale_loss(d_loss), d_vars)
+            d_grads = d_tape.gradient(d_scaled, d_vars)
             self.d_optimizer.apply_gradients(zip(d_grads, d_vars))
             content = self.content(hr, sr)
             adversarial = self.bce.generator(self.discriminator(sr, training=True))
             g_per_example = content + self.adversarial_weight * adversarial
             g_loss = tf.nn.compute_average_loss(g_per_example)
+            g_scaled = self.g_optimizer.scale_loss(g_loss)
         g_vars = self.generator.trainable_variables
-        g_grads = g_tape.gradient(self.g_optimizer.scale_loss(g_loss), g_vars)
+        g_grads = g_tape.gradient(g_scaled, g_vars)
         self.g_optimizer.apply_gradients(zip(g_grads, g_vars))
         values = (d_per_example, g_per_example, content, adversarial, real_out, fake_out)
         for name, value in zip(self.tracked, values):

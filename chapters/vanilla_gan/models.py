@@ -16,7 +16,7 @@ def build_generator(latent_dim: int = 100, hidden: int = 500) -> keras.Model:
     x = layers.LeakyReLU(0.2)(layers.Dense(hidden)(x))
     x = layers.Dense(28 * 28)(x)
     x = layers.Activation("tanh", dtype="float32")(x)  # float32 output under mixed precision
-    return keras.Model(z, layers.Reshape(IMAGE_SHAPE)(x), name="generator")
+    return keras.Model(z, layers.Reshape(IMAGE_SHAPE, dtype="float32")(x), name="generator")
 
 
 def build_discriminator(hidden: int = 500, pack: int = 1) -> keras.Model:

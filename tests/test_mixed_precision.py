@@ -1,0 +1,152 @@
+"""--mixed-precision on every chapter: one train step under the mixed_float16 policy (on the CPU, tiny networks).
+
+What a GPU run relies on: finite losses, generator outputs in float32 (the last activation is float32), and
+both optimizers wrapped in a LossScaleOptimizer so float16 gradients do not underflow. The step is the
+chapter's own `train_step` (the code `fit_gan` compiles), run eagerly here to save tracing time.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from conftest import run_main
+
+BATCH = 2
+# float16 convolutions run 50-100x slower than float32 on a CPU: the SRGAN steps (24 -> 96) take one image
+SR_BATCH = 1
+
+
+@pytest.fixture
+def mixed():
+    """The global policy is mixed_float16 for the test (models must be built under it), float32 again after."""
+    import keras
+
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    yield
+    keras.mixed_precision.set_global_policy(before)
+
+
+def _one_step(model, arrays: dict, batch_size: int = BATCH) -> dict:
+    """One step of `model` on the first batch of the training stream (data + the model's noise)."""
+    from common.data.stream import in_memory, training_stream
+
+    model.build_optimizers()
+    n = len(next(iter(arrays.values())))
+    batch = next(iter(training_stream(n, in_memory(arrays), batch_size, seed=0, noise=model.noise)))
+    logs = model.train_step(batch)
+    return {name: float(value) for name, value in logs.items()}
+
+
+def _check(model, logs: dict, generator_input, optimizers=("d_optimizer", "g_optimizer")) -> None:
+    import keras
+
+    assert logs and all(math.isfinite(v) for v in logs.values()), logs
+    for name in optimizers:
+        assert isinstance(getattr(model, name), keras.optimizers.LossScaleOptimizer), name
+    assert model.generator.compute_dtype == "float16"  # the policy really applied: the layers compute in float16
+    out = model.generator(generator_input, training=False)
+    assert out.dtype == "float32", out.dtype
+    assert np.isfinite(np.asarray(out)).all()
+
+
+def _images(shape, count: int = 4, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, (count, *shape)).astype(np.float32)
+
+
+def _latent(dim: int) -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((BATCH, dim)).astype(np.float32)
+
+
+def test_vanilla_gan(mixed):
+    from chapters.vanilla_gan import models
+    from common.gan import GAN
+
+    gan = GAN(models.build_generator(8, hidden=16), models.build_discriminator(hidden=16), 8)
+    gan.compile(d_optimizer=models.optimizer(), g_optimizer=models.optimizer())
+    _check(gan, _one_step(gan, {"real": _images(models.IMAGE_SHAPE)}), _latent(8))
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "book"])
+def test_anime_dcgan(mixed, arch):
+    from chapters.anime_dcgan import models
+    from common.gan import GAN
+
+    gan = GAN(models.build_generator(arch, 32, 8, filters=4), models.build_discriminator(arch, 32, filters=4), 8)
+    d_optimizer, g_optimizer = models.optimizers(arch)
+    gan.compile(d_optimizer=d_optimizer, g_optimizer=g_optimizer)
+    _check(gan, _one_step(gan, {"real": _images((32, 32, 3))}), _latent(8))
+
+
+def test_srgan_pretraining_and_adversarial_steps_at_24_to_96(mixed):
+    from chapters.srgan import models
+    from chapters.srgan.images import quantize
+
+    hr = _images((96, 96, 3), count=2)
+    lr = quantize(models.downsample(hr)).numpy()
+    resnet = models.SRResNet(models.build_generator(1))
+    resnet.compile(g_optimizer=models.optimizer())
+    _check(resnet, _one_step(resnet, {"lr": lr, "hr": hr}, SR_BATCH), lr[:1], optimizers=("g_optimizer",))
+    # the adversarial phase with the VGG19 content loss (random weights: no download in the tests)
+    vgg = models.build_vgg_features(None, "block3_conv3")
+    srgan = models.SRGAN(models.build_generator(2), models.build_discriminator(), models.ContentLoss(vgg))
+    srgan.compile(d_optimizer=models.optimizer(), g_optimizer=models.optimizer())
+    logs = _one_step(srgan, {"lr": lr, "hr": hr}, SR_BATCH)
+    _check(srgan, logs, lr[:1])
+    assert srgan.generator(lr[:1], training=False).shape == (1, 96, 96, 3)
+    assert srgan.discriminator(hr[:1], training=False).dtype == "float32"  # the D head (sigmoid) stays float32 too
+
+
+def test_gan_3d_with_the_discriminator_throttle(mixed):
+    from chapters.gan_3d import models
+
+    gan = models.VoxelGAN(models.build_generator(32, width=1 / 64), models.build_discriminator(32, width=1 / 64),
+                          d_acc_threshold=0.8)
+    d_optimizer, g_optimizer = models.optimizers(1e-3, 1e-4, 0.5, 0.5)
+    gan.compile(d_optimizer=d_optimizer, g_optimizer=g_optimizer)
+    volumes = (np.random.default_rng(0).uniform(size=(4, 32, 32, 32, 1)) > 0.5).astype(np.float32)
+    logs = _one_step(gan, {"real": volumes})
+    _check(gan, logs, np.zeros((1, 1, 1, 1, models.LATENT_DIM), np.float32))
+    assert logs["d_updated"] in (0.0, 1.0)
+
+
+def test_age_cgan_gan_stage(mixed):
+    from chapters.age_cgan import models
+    from common.gan import ConditionalGAN
+
+    gan = ConditionalGAN(models.build_generator(width=0.0625), models.build_discriminator(width=0.0625),
+                         models.LATENT_DIM, models.NUM_CLASSES)
+    gan.compile(d_optimizer=models.optimizer(), g_optimizer=models.optimizer())
+    labels = np.eye(models.NUM_CLASSES, dtype=np.float32)[[0, 3, 5, 1]]
+    logs = _one_step(gan, {"real": _images(models.IMAGE_SHAPE), "labels": labels})
+    _check(gan, logs, [_latent(models.LATENT_DIM), labels[:BATCH]])
+
+
+def test_pgan_trains_in_float32_and_says_so(mixed, tmp_path, capsys, monkeypatch):
+    """The progressive GAN keeps float32 (its gradient penalty needs it): --mixed-precision is answered with one
+    line, and the chapter's own compiled step runs in float32 even when the process-wide policy was mixed."""
+    import keras
+    import tensorflow as tf
+
+    from chapters.pgan import main as pgan
+
+    seen = {}
+
+    def first_step_only(self, index, level, kind, batch, length, step, checkpoints, writer):
+        reals = tf.random.uniform([batch, 4, 4, 3], -1.0, 1.0)
+        seen["logs"] = {k: float(v) for k, v in step(reals, tf.constant([0, 0], tf.int64), tf.constant(1.0)).items()}
+        generator = self.growing.generator(level, kind)
+        seen["dtype"] = generator(tf.zeros([1, self.args.latent_dim]), training=False).dtype
+        seen["compute"] = generator.compute_dtype
+        return None  # stop after the first step of the first phase
+
+    monkeypatch.setattr(pgan.Trainer, "_phase", first_step_only)
+    argv = ["--max-resolution", "8", "--batch-size", "4", "--faces", "8", "--latent-dim", "8", "--max-filters", "4",
+            "--mixed-precision", "--run-dir", tmp_path / "run"]
+    assert run_main(pgan.main, argv) == 0
+    assert "--mixed-precision: the pgan chapter trains in float32" in capsys.readouterr().out
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert seen["compute"] == "float32" and seen["dtype"] == "float32"
+    assert seen["logs"] and all(math.isfinite(v) for v in seen["logs"].values()), seen["logs"]
