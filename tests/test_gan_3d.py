@@ -127,7 +127,10 @@ def test_networks_have_the_books_shapes(cube_len):
     assert discriminator.output_shape == (None, 1)
     blocks = 4 if cube_len == 64 else 3
     assert len([l for l in generator.layers if l.__class__.__name__ == "Conv3DTranspose"]) == blocks + 1
-    assert len([l for l in discriminator.layers if l.__class__.__name__ == "Conv3D"]) == blocks + 1
+    assert len([l for l in discriminator.layers if l.__class__.__name__ == "Conv3D"]) == blocks
+    # the book's Conv3D(1, 4, 'valid') on the 4³ map, as Flatten + Dense(1): the same number of weights
+    assert discriminator.get_layer("features").output.shape[-1] == 4 ** 3 * round(512 * 0.0625)
+    assert discriminator.get_layer("score").count_params() == 4 ** 3 * round(512 * 0.0625) + 1
     book = models.build_generator(64)
     assert [l.filters for l in book.layers if hasattr(l, "filters")] == [512, 256, 128, 64, 1]
 
@@ -142,7 +145,7 @@ def test_discriminator_is_updated_only_while_its_accuracy_is_at_most_the_thresho
                           d_acc_threshold=threshold)
     gan.compile(*models.optimizers(1e-3, 1e-3, 0.5, 0.5))
     gan.build_optimizers()
-    bias = gan.discriminator.get_layer("conv_out").bias
+    bias = gan.discriminator.get_layer("score").bias
     bias.assign(tf.fill(bias.shape, 6.0))  # D calls everything real: accuracy exactly 0.5
     d_before = [w.numpy() for w in gan.discriminator.trainable_weights]
     g_before = [w.numpy() for w in gan.generator.trainable_weights]
@@ -153,6 +156,25 @@ def test_discriminator_is_updated_only_while_its_accuracy_is_at_most_the_thresho
     assert d_same is not updated
     assert int(gan.d_optimizer.iterations.numpy()) == int(updated)
     assert not all(np.array_equal(a, w.numpy()) for a, w in zip(g_before, gan.generator.trainable_weights))
+
+
+def test_packed_discriminator_matches_a_plain_conv_and_reloads_in_safe_mode(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from chapters.gan_3d import models
+
+    discriminator = models.build_discriminator(32, width=0.0625, pack=2)
+    assert discriminator.input_shape == (None, 32, 32, 32, 2)
+    first = discriminator.get_layer("conv1")
+    plain = keras.layers.Conv3D(first.filters, 4, strides=2, padding="same")
+    x = tf.random.stateless_uniform((2, 32, 32, 32, 2), [0, 1])
+    plain.build(x.shape)
+    plain.set_weights(first.get_weights())  # the same kernel shape (4, 4, 4, 2, F): the channel padding is internal
+    np.testing.assert_allclose(first(x).numpy(), plain(x).numpy(), atol=1e-5)
+    discriminator.save(tmp_path / "d.keras")
+    again = keras.models.load_model(tmp_path / "d.keras", safe_mode=True)
+    np.testing.assert_allclose(again(x).numpy(), discriminator(x).numpy(), atol=1e-6)
 
 
 def test_noise_is_the_books_latent():

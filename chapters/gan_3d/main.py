@@ -19,6 +19,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
+from common import stabilize  # noqa: E402
 from common.cli import base_parser, explicit_flags, run_main  # noqa: E402
 from common.errors import UserError  # noqa: E402
 
@@ -63,6 +64,7 @@ def build_parser():
                           "of .obj meshes (all thresholded at 0.5)")
     out.add_argument("--strips", type=int, default=3, metavar="N",
                      help="--stage interpolate: how many interpolation rows (each --num shapes long)")
+    stabilize.add_flags(parser)
     return parser
 
 
@@ -83,6 +85,8 @@ def main(argv: Sequence[str]) -> int:
         raise UserError(f"--d-acc-threshold must be in (0, 1], got {args.d_acc_threshold}")
     if args.width <= 0:
         raise UserError(f"--width must be positive, got {args.width}")
+    if args.stage == "train":
+        stabilize.check(stabilize.Stabilizers.from_args(args), conditional=False, batch_size=args.batch_size)
 
     from chapters.gan_3d.data import load_volumes
     from common.run import open_run
@@ -112,11 +116,14 @@ def train(volumes, run, args) -> None:
 
     print(f"{len(volumes)} {args.category} shapes of {args.cube_len}³ voxels "
           f"({'3DShapeNets ' + args.data if args.data else 'procedural'}), {volumes.mean():.1%} filled")
+    options = stabilize.Stabilizers.from_args(args)
+    if options.active():
+        print("stabilisation: " + ", ".join(options.active()))
     strategy = setup_devices(args.strategy, args.mixed_precision, args.seed)
     with strategy.scope():
         gan = models.VoxelGAN(models.build_generator(args.cube_len, width=args.width),
-                              models.build_discriminator(args.cube_len, width=args.width),
-                              z_std=args.z_std, d_acc_threshold=args.d_acc_threshold)
+                              models.build_discriminator(args.cube_len, width=args.width, pack=options.pack),
+                              z_std=args.z_std, d_acc_threshold=args.d_acc_threshold, options=options)
         d_optimizer, g_optimizer = models.optimizers(args.g_lr, args.d_lr, args.g_beta1, args.d_beta1)
         gan.compile(d_optimizer=d_optimizer, g_optimizer=g_optimizer, jit_compile=args.xla)
     latents = fixed_latents(args.grid, args.z_std, args.seed)

@@ -14,9 +14,10 @@ from typing import Any
 
 import keras
 import tensorflow as tf
-from keras import layers
+from keras import layers, ops
 
 from common.gan import GAN
+from common.stabilize import discriminator_head
 
 LATENT_DIM = 200
 # Keras' default 0.99 leaves the moving statistics near their start for the first few hundred steps, so the
@@ -47,19 +48,46 @@ def build_generator(cube_len: int = 64, latent_dim: int = LATENT_DIM, width: flo
     return keras.Model(z, volume, name="generator")
 
 
-def build_discriminator(cube_len: int = 64, width: float = 1.0) -> keras.Model:
-    """The last two layers are named "score" (the raw logit) and "probability" (its sigmoid), as common.stabilize
-    expects of a discriminator head."""
-    volume = keras.Input((cube_len, cube_len, cube_len, 1), name="volume")
+def build_discriminator(cube_len: int = 64, width: float = 1.0, pack: int = 1) -> keras.Model:
+    """The book's last layer, Conv3D(1, kernel 4, 'valid') on the 4³ feature map, is one weighted sum of all
+    4·4·4·C features: it is built as Flatten "features" -> Dense(1) "score" -> sigmoid "probability" (the same
+    function and parameter count), which is the head common.stabilize expects, so --minibatch-discrimination
+    and --feature-matching can find D's last features. With `pack` K > 1 the input holds K volumes on the
+    channel axis (PacGAN, --pack)."""
+    volume = keras.Input((cube_len, cube_len, cube_len, pack), name="volume")
     x = volume
     for index, filters in enumerate(_hidden_filters(BOOK_D_FILTERS, cube_len, width, False)):
-        x = layers.Conv3D(filters, 4, strides=2, padding="same", name=f"conv{index + 1}")(x)
+        conv = SlotConv3D if index == 0 and pack > 1 else layers.Conv3D
+        x = conv(filters, 4, strides=2, padding="same", name=f"conv{index + 1}")(x)
         x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"bn{index + 1}")(x)
         x = layers.LeakyReLU(0.2, name=f"lrelu{index + 1}")(x)
-    x = layers.Conv3D(1, 4, strides=1, padding="valid", name="conv_out")(x)  # 4³ -> 1³
-    score = layers.Flatten(name="score")(x)
-    probability = layers.Activation("sigmoid", dtype="float32", name="probability")(score)
-    return keras.Model(volume, probability, name="discriminator")
+    features = layers.Flatten(name="features")(x)  # 4³ x C
+    return keras.Model(volume, discriminator_head(features), name="discriminator")
+
+
+@keras.saving.register_keras_serializable(package="gan_3d")
+class SlotConv3D(layers.Conv3D):
+    """Conv3D whose input channels are zero-padded to 8 inside the step: the same weights and the same result.
+
+    On this 2-core CPU, TensorFlow's Conv3D backward pass for 8 volumes of 32³ into 32 filters took 14.5 s with
+    2 or 4 input channels and 0.25 s with 8 (one core, TF 2.21), so the first layer of a --pack 2 or 4
+    discriminator pads its input. (Other layers are slow at small batches too: the whole width-0.25 D took
+    0.5 s forward+backward at batch 16 and 17 s at batch 8, so --pack, which halves the batch D sees, stays out of the CPU default.)
+    """
+
+    def call(self, inputs):
+        channels = inputs.shape[-1]
+        pad = (-channels) % 8
+        if pad:
+            inputs = ops.pad(inputs, [[0, 0]] * (len(inputs.shape) - 1) + [[0, pad]])
+            kernel = ops.pad(self.kernel, [[0, 0]] * 3 + [[0, pad], [0, 0]])
+        else:
+            kernel = self.kernel
+        outputs = ops.conv(inputs, kernel, strides=self.strides, padding=self.padding,
+                           dilation_rate=self.dilation_rate)
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs) if self.activation is not None else outputs
 
 
 def optimizers(g_lr: float, d_lr: float, g_beta1: float, d_beta1: float
@@ -91,6 +119,13 @@ class VoxelGAN(GAN):
         uniform = tf.random.stateless_uniform([batch_size, 3], seed + tf.constant([0, 1 << 41], seed.dtype))
         return {"z_d": z[0], "z_g": z[1], "uniform": uniform}
 
+    def discriminate(self, images: tf.Tensor, batch: dict[str, tf.Tensor], which: str, training: bool = True,
+                     network: keras.Model | None = None) -> tf.Tensor:
+        if self.options.pack > 1 and images.shape[0] == 1:
+            # common.train traces D on a batch of one for TensorBoard's graph, which --pack K cannot group
+            images = tf.tile(images, [self.options.pack] + [1] * (len(images.shape) - 1))
+        return super().discriminate(images, batch, which, training=training, network=network)
+
     def train_step(self, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         real = batch["real"]
         fake = self.generate(batch, "d")
@@ -98,9 +133,13 @@ class VoxelGAN(GAN):
             real_out = self.discriminate(real, batch, "real")
             fake_out = self.discriminate(fake, batch, "d")
             per_example = self.adversarial.discriminator(real_out, fake_out, batch["uniform"][:, :2])
-            d_loss = tf.nn.compute_average_loss(per_example)
-        correct = tf.concat([tf.cast(tf.reshape(real_out, [-1]) > 0.5, tf.float32),
-                             tf.cast(tf.reshape(fake_out, [-1]) < 0.5, tf.float32)], 0)
+            if self.options.loss == "wgan-gp":
+                per_example += self.options.gp_weight * self.gradient_penalty(real, fake, batch)
+            d_loss = tf.nn.compute_average_loss(per_example) + self.historical_penalty(self.discriminator)
+        # what D reads is a probability for BCE and a raw score (real > 0) for hinge and WGAN-GP
+        middle = 0.5 if self.options.loss == "bce" else 0.0
+        correct = tf.concat([tf.cast(tf.reshape(real_out, [-1]) > middle, tf.float32),
+                             tf.cast(tf.reshape(fake_out, [-1]) < middle, tf.float32)], 0)
         accuracy = tf.reduce_mean(correct)
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:  # every replica takes the same decision
