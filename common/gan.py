@@ -113,7 +113,8 @@ class GAN(keras.Model):
             logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
         return logs
 
-    def discriminator_step(self, batch: Batch) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def discriminator_loss(self, batch: Batch) -> tuple[tf.GradientTape, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(tape, per-example loss, loss, D(real), D(fake)) of one D step, not yet applied."""
         real = batch["real"]
         fake = self.generate(batch, "d")
         with tf.GradientTape() as tape:
@@ -124,6 +125,10 @@ class GAN(keras.Model):
                 per_example += self.options.gp_weight * self.gradient_penalty(real, fake, batch)
             loss = tf.nn.compute_average_loss(per_example)  # sums to the global-batch mean over replicas
             loss += self.historical_penalty(self.discriminator)
+        return tape, per_example, loss, real_out, fake_out
+
+    def discriminator_step(self, batch: Batch) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        tape, per_example, loss, real_out, fake_out = self.discriminator_loss(batch)
         self._apply(self.d_optimizer, tape, loss, self.discriminator)
         return tf.reduce_mean(per_example), _mean(real_out), _mean(fake_out)
 

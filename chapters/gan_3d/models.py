@@ -127,15 +127,7 @@ class VoxelGAN(GAN):
         return super().discriminate(images, batch, which, training=training, network=network)
 
     def train_step(self, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        real = batch["real"]
-        fake = self.generate(batch, "d")
-        with tf.GradientTape() as tape:
-            real_out = self.discriminate(real, batch, "real")
-            fake_out = self.discriminate(fake, batch, "d")
-            per_example = self.adversarial.discriminator(real_out, fake_out, batch["uniform"][:, :2])
-            if self.options.loss == "wgan-gp":
-                per_example += self.options.gp_weight * self.gradient_penalty(real, fake, batch)
-            d_loss = tf.nn.compute_average_loss(per_example) + self.historical_penalty(self.discriminator)
+        tape, per_example, d_loss, real_out, fake_out = self.discriminator_loss(batch)
         # what D reads is a probability for BCE and a raw score (real > 0) for hinge and WGAN-GP
         middle = 0.5 if self.options.loss == "bce" else 0.0
         correct = tf.concat([tf.cast(tf.reshape(real_out, [-1]) > middle, tf.float32),
