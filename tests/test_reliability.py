@@ -455,7 +455,7 @@ def test_a_run_on_bad_images_interrupted_in_a_checkpoint_write_resumes_and_write
         tmp_path, capsys, monkeypatch):
     """anime_dcgan on the folder of bad image variants: they are skipped and counted, training goes on; an
     interrupt while ckpt-2 is half written (its files at their final names) leaves ckpt-1 the latest, --resume
-    continues from it; the data folder is untouched (names, sizes, mtimes). SIGKILL: tests/test_vanilla_gan.py."""
+    continues from it; the data folder is untouched (names, sizes, mtimes). SIGKILL: tests/test_killed_runs.py."""
     import tensorflow as tf
 
     from chapters.anime_dcgan.main import main
