@@ -7,10 +7,9 @@ from typing import Callable
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from common.checkpoints import Checkpoints, save_model
-from common.errors import TrainingDiverged, UserError
+from common.checkpoints import Checkpoints, explain_write_failure, save_model
+from common.errors import TrainingDiverged
 from common.images import make_grid, save_png
 from common.run import Run, atomic_write_text
 from common.tensorboard import TensorBoardWriter
@@ -44,16 +43,11 @@ class SaveEveryEpoch(keras.callbacks.Callback):
         self.checkpoints, self.run, self.models, self.chief = checkpoints, run, models, chief
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        try:
+        with explain_write_failure(self.run, f"epoch {epoch + 1}", self.checkpoints):
             self.checkpoints.save(epoch + 1)
             if self.chief:
                 for name, model in self.models.items():
                     save_model(model, self.run.model_path(name))
-        except (OSError, tf.errors.OpError) as error:  # disk full, quota, a vanished mount, ...
-            reason = getattr(error, "strerror", None) or str(getattr(error, "message", error)).split(";")[-1].strip()
-            kept = self.checkpoints.latest or "none yet"
-            raise UserError(f"could not save epoch {epoch + 1} in {self.run} ({reason}); the last complete checkpoint "
-                            f"is kept ({kept}): free some space, then continue with --resume {self.run}") from None
 
 
 class SampleGrid(keras.callbacks.Callback):

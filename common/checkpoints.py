@@ -6,10 +6,11 @@ the latest. `.keras` files are written to a temporary name and renamed.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import keras
 import tensorflow as tf
@@ -46,6 +47,18 @@ class Checkpoints:
     def save(self, epoch: int) -> str:
         self.epoch.assign(epoch)
         return self.manager.save(checkpoint_number=epoch)
+
+
+@contextlib.contextmanager
+def explain_write_failure(run: Run, what: str, checkpoints: Checkpoints) -> Iterator[None]:
+    """Turns a failed write (disk full, quota, a vanished mount) into one sentence saying what was kept."""
+    try:
+        yield
+    except (OSError, tf.errors.OpError) as error:
+        reason = getattr(error, "strerror", None) or str(getattr(error, "message", error)).split(";")[-1].strip()
+        raise UserError(f"could not save {what} in {run} ({reason}); the last complete checkpoint is kept "
+                        f"({checkpoints.latest or 'none yet'}): free some space, then continue with --resume "
+                        f"{run}") from None
 
 
 def save_model(model: keras.Model, path: Path) -> Path:

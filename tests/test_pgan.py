@@ -153,6 +153,57 @@ def test_resume_in_the_middle_of_a_fade_in_restores_alpha_and_resolution(tiny_ru
     assert "finished growing" in capsys.readouterr().out
 
 
+def test_a_nan_loss_stops_with_exit_3_and_keeps_the_last_good_checkpoint_and_models(tmp_path, capsys, monkeypatch):
+    from chapters.pgan.main import TrainingData
+    import tensorflow as tf
+
+    run_dir = tmp_path / "nan"
+    assert run_main(main, [*TINY, "--run-dir", run_dir, "--stop-after-images", "64"]) == 0  # 4x4 done
+    good = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    number = int(good.rsplit("-", 1)[1])
+    saved = (run_dir / "models" / "generator.keras").read_bytes()
+    real_take = TrainingData.take
+
+    def poisoned(self, res):
+        count, _ = real_take(self, res)
+        return count, lambda index: {"real": tf.fill((res, res, 3), float("nan"))}
+
+    monkeypatch.setattr(TrainingData, "take", poisoned)
+    capsys.readouterr()
+    assert run_main(main, ["--resume", run_dir]) == 3
+    err = capsys.readouterr().err
+    assert "training stopped: the losses became" in err and "nan" in err and err.strip().endswith(good)
+    assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")) == good
+    assert not (run_dir / "checkpoints" / f"ckpt-{number + 1}.index").exists()
+    assert (run_dir / "models" / "generator.keras").read_bytes() == saved
+    assert _progress(run_dir)["total_images"] == 64
+
+
+def test_a_full_disk_mid_growth_is_one_sentence_and_the_run_resumes_from_the_last_checkpoint(tmp_path, capsys,
+                                                                                             monkeypatch):
+    import tensorflow as tf
+
+    run_dir = tmp_path / "full"
+    assert run_main(main, [*TINY, "--run-dir", run_dir, "--stop-after-images", "64"]) == 0
+    good = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+
+    def full_disk(self, prefix, options=None):  # how TensorFlow's writer fails on a full disk, half a file left
+        Path(prefix + ".data-00000-of-00001").write_bytes(b"\0" * 100)
+        raise tf.errors.ResourceExhaustedError(None, None, f"{prefix}: No space left on device")
+
+    original = tf.train.Checkpoint._write
+    monkeypatch.setattr(tf.train.Checkpoint, "_write", full_disk)
+    capsys.readouterr()
+    assert run_main(main, ["--resume", run_dir]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: could not save checkpoint ")
+    assert "No space left on device" in err[0] and good in err[0] and f"--resume {run_dir}" in err[0]
+    assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")) == good
+    monkeypatch.setattr(tf.train.Checkpoint, "_write", original)
+    assert run_main(main, ["--resume", run_dir]) == 0
+    assert _progress(run_dir)["total_images"] == 256
+
+
 def test_sample_and_explore_stages_use_the_saved_generator(tiny_run, tmp_path):
     out = tmp_path / "grid.png"
     result = run_script("chapters/pgan/main.py", "--stage", "sample", "--run-dir", tiny_run, "--num", "16",

@@ -458,7 +458,7 @@ class Trainer:
         import tensorflow as tf
 
         from chapters.pgan import models
-        from common.checkpoints import save_model
+        from common.checkpoints import explain_write_failure, save_model
         from common.data.stream import training_stream
         from common.errors import TrainingDiverged
 
@@ -520,8 +520,9 @@ class Trainer:
         images = int(progress.total_images.numpy())
         writer.image("samples/phase_end", picture, step=images)
         writer.image(f"samples/{name}", picture, step=images)
-        save_model(generator, run.model_path("generator"))
-        save_model(self.growing.discriminator(level, kind), run.model_path("discriminator"))
+        with explain_write_failure(run, f"the models of phase {name}", checkpoints):
+            save_model(generator, run.model_path("generator"))
+            save_model(self.growing.discriminator(level, kind), run.model_path("discriminator"))
         self._checkpoint(checkpoints, seconds)
         self._record_phase(index, level, kind, length, seconds, time.process_time() - cpu_started)
         log(f"phase {index + 1} done in {seconds:.1f} s: {self.final_grid}")
@@ -531,9 +532,12 @@ class Trainer:
         return self.args.fade_images if kind == "fade" else self.args.stable_images
 
     def _checkpoint(self, checkpoints, seconds: float) -> None:
+        from common.checkpoints import explain_write_failure
+
         self.progress.phase_seconds.assign(seconds)
         self.tick += 1
-        checkpoints.save(self.tick)
+        with explain_write_failure(self.run, f"checkpoint {self.tick}", checkpoints):
+            checkpoints.save(self.tick)
 
     def _picture(self, generator):
         """A grid of the fixed latents' images, each enlarged (nearest neighbour) to at least 32 pixels."""
