@@ -135,6 +135,17 @@ def test_networks_have_the_books_shapes(cube_len):
     assert [l.filters for l in book.layers if hasattr(l, "filters")] == [512, 256, 128, 64, 1]
 
 
+def test_the_generator_starts_at_the_datas_occupancy_not_a_half_full_cube():
+    from chapters.gan_3d import models
+
+    z = np.random.default_rng(0).normal(0, 0.33, (8, 1, 1, 1, 200)).astype(np.float32)
+    plain = models.build_generator(32, width=0.0625)
+    sparse = models.build_generator(32, width=0.0625, occupancy=0.04)
+    np.testing.assert_allclose(sparse.get_layer("deconv_out").bias.numpy(), [np.log(0.04 / 0.96)], rtol=1e-6)
+    assert abs(float(plain(z).numpy().mean()) - 0.5) < 0.05
+    assert float(sparse(z).numpy().mean()) < 0.1 and float((sparse(z).numpy() > 0.5).mean()) < 0.05
+
+
 @pytest.mark.parametrize("threshold, updated", [(0.4, False), (0.6, True)])
 def test_discriminator_is_updated_only_while_its_accuracy_is_at_most_the_threshold(threshold, updated):
     import tensorflow as tf

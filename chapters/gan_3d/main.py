@@ -4,7 +4,7 @@ Trains the book's 3-D convolutional generator and discriminator (Wu et al. 2016)
 procedural voxel furniture and aircraft generated in datasets/procedural_voxels.py; --data takes the
 3DShapeNets volumetric_data folder (datasets/fetch_shapenet.py downloads it).
 
-  python chapters/gan_3d/main.py                                   # 32³ chairs, CPU-sized (about 15 min)
+  python chapters/gan_3d/main.py                                   # 32³ chairs, CPU-sized (about 12 min)
   python chapters/gan_3d/main.py --category airplane --cube-len 64 --width 1 --batch-size 32   # the book's, GPU
   python chapters/gan_3d/main.py --data 3DShapeNets/volumetric_data --category chair
   python chapters/gan_3d/main.py --stage sample --num 16 --format obj --out shapes/
@@ -30,7 +30,7 @@ _FROM_RUN = ("cube_len", "width", "category", "split", "data", "num_shapes", "z_
 
 
 def build_parser():
-    parser = base_parser("gan_3d", __doc__, stages=("train", "sample", "evaluate", "interpolate"), epochs=24,
+    parser = base_parser("gan_3d", __doc__, stages=("train", "sample", "evaluate", "interpolate"), epochs=16,
                          batch_size=16, data_help="the 3DShapeNets volumetric_data folder "
                                                   "(<category>/30/<split>/*.mat); absent: procedural shapes")
     shapes = parser.add_argument_group("shapes")
@@ -54,9 +54,10 @@ def build_parser():
                       help="use the book's optimiser settings (G 0.0025/0.5, D 1e-5/0.9), overriding the four "
                            "flags above; the book's code is widely reported to end in 'always a cube' with them (see the README)")
     nets.add_argument("--z-std", type=float, default=0.33, help="standard deviation of the latent z (book: 0.33)")
-    nets.add_argument("--d-acc-threshold", type=float, default=0.8, metavar="A",
+    nets.add_argument("--d-acc-threshold", type=float, default=1.0, metavar="A",
                       help="update D only on steps where its batch accuracy is at most A (Wu et al.: 0.8); "
-                           "1 = always update")
+                           "the default 1 always updates D: with the throttle the CPU default collapses "
+                           "to one shape (see the README)")
     out = parser.add_argument_group("pictures and exports")
     out.add_argument("--grid", type=int, default=16, metavar="N", help="shapes in each epoch's render grid")
     out.add_argument("--format", choices=("png", "npy", "obj"), default="png",
@@ -121,7 +122,7 @@ def train(volumes, run, args) -> None:
         print("stabilisation: " + ", ".join(options.active()))
     strategy = setup_devices(args.strategy, args.mixed_precision, args.seed)
     with strategy.scope():
-        gan = models.VoxelGAN(models.build_generator(args.cube_len, width=args.width),
+        gan = models.VoxelGAN(models.build_generator(args.cube_len, width=args.width, occupancy=float(volumes.mean())),
                               models.build_discriminator(args.cube_len, width=args.width, pack=options.pack),
                               z_std=args.z_std, d_acc_threshold=args.d_acc_threshold, options=options)
         d_optimizer, g_optimizer = models.optimizers(args.g_lr, args.d_lr, args.g_beta1, args.d_beta1)

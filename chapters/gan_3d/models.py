@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
@@ -34,7 +35,11 @@ def _hidden_filters(book: tuple[int, ...], cube_len: int, width: float, generato
     return [max(1, round(f * width)) for f in filters]
 
 
-def build_generator(cube_len: int = 64, latent_dim: int = LATENT_DIM, width: float = 1.0) -> keras.Model:
+def build_generator(cube_len: int = 64, latent_dim: int = LATENT_DIM, width: float = 1.0,
+                    occupancy: float | None = None) -> keras.Model:
+    """`occupancy`, the training shapes' filled fraction, starts the output layer's bias at its logit, so the
+    first samples are sparse like the data instead of the half-full cube that D spends its first hundreds of
+    steps rejecting (the book's "always a cube"); None keeps Keras' zero bias (sigmoid 0.5 everywhere)."""
     z = keras.Input((1, 1, 1, latent_dim), name="z")
     x = z
     for index, filters in enumerate(_hidden_filters(BOOK_G_FILTERS, cube_len, width, True)):
@@ -43,7 +48,8 @@ def build_generator(cube_len: int = 64, latent_dim: int = LATENT_DIM, width: flo
                                    name=f"deconv{index + 1}")(x)
         x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"bn{index + 1}")(x)
         x = layers.ReLU(name=f"relu{index + 1}")(x)
-    x = layers.Conv3DTranspose(1, 4, strides=2, padding="same", name="deconv_out")(x)
+    bias = "zeros" if occupancy is None else keras.initializers.Constant(_logit(occupancy))
+    x = layers.Conv3DTranspose(1, 4, strides=2, padding="same", bias_initializer=bias, name="deconv_out")(x)
     volume = layers.Activation("sigmoid", dtype="float32", name="occupancy")(x)
     return keras.Model(z, volume, name="generator")
 
@@ -152,6 +158,11 @@ class VoxelGAN(GAN):
         for name, value in zip(self.tracked, values):
             self.trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+
+def _logit(p: float) -> float:
+    p = min(max(float(p), 1e-4), 1 - 1e-4)
+    return float(np.log(p / (1 - p)))
 
 
 def _mean(values: tf.Tensor) -> tf.Tensor:
