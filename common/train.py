@@ -73,7 +73,9 @@ def fit_gan(gan: GAN, run: Run, args: argparse.Namespace, strategy: tf.distribut
 def _write_graphs(writer: TensorBoardWriter, gan: GAN) -> None:
     """The generator and discriminator graphs for TensorBoard's Graphs tab (traced once)."""
     def forward() -> Any:
-        batch = gan.noise(1, tf.constant([0, 0], tf.int64))
+        # the smallest batch D can take: --pack K judges K samples as one input (SRResNet has no options)
+        options = getattr(gan, "options", None)
+        batch = gan.noise(options.pack if options else 1, tf.constant([0, 0], tf.int64))
         images = gan.generate(batch, "g", training=False)
         return gan.discriminate(images, batch, "g", training=False)
 

@@ -130,9 +130,19 @@ def test_flags_that_do_not_apply_are_refused():
         discriminator_views(no_head, Stabilizers(feature_matching=True))
 
 
-def test_pack_flag_on_the_vanilla_chapter_in_the_cli(tmp_path, capsys):
+def test_pack_flag_on_the_vanilla_chapter_refuses_a_bad_batch_and_trains_end_to_end(tmp_path, capsys):
     from chapters.vanilla_gan.main import main
     from conftest import run_main
 
     assert run_main(main, ["--pack", "3", "--batch-size", "16", "--run-dir", tmp_path / "r"]) == 2
     assert "divisible by 3" in capsys.readouterr().err
+    # A packed run trains end to end, including the graph fit_gan traces for TensorBoard (a batch of K samples:
+    # D cannot judge fewer).
+    run_dir = tmp_path / "packed"
+    assert run_main(main, ["--pack", "2", "--batch-size", "8", "--steps-per-epoch", "1", "--epochs", "1",
+                           "--run-dir", run_dir]) == 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert (run_dir / "checkpoints" / "ckpt-1.index").exists()
+    tags = EventAccumulator(str(run_dir / "logs" / "train")).Reload().Tags()
+    assert "generator_and_discriminator" in tags["tensors"]  # the graph of G + packed D, traced at batch 2

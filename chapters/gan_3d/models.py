@@ -10,10 +10,10 @@ discriminator:  64³x1 -> Conv 64 -> 32³ -> Conv 128 -> 16³ -> Conv 256 -> 8³
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
@@ -125,13 +125,6 @@ class VoxelGAN(GAN):
         uniform = tf.random.stateless_uniform([batch_size, 3], seed + tf.constant([0, 1 << 41], seed.dtype))
         return {"z_d": z[0], "z_g": z[1], "uniform": uniform}
 
-    def discriminate(self, images: tf.Tensor, batch: dict[str, tf.Tensor], which: str, training: bool = True,
-                     network: keras.Model | None = None) -> tf.Tensor:
-        if self.options.pack > 1 and images.shape[0] == 1:
-            # common.train traces D on a batch of one for TensorBoard's graph, which --pack K cannot group
-            images = tf.tile(images, [self.options.pack] + [1] * (len(images.shape) - 1))
-        return super().discriminate(images, batch, which, training=training, network=network)
-
     def train_step(self, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         tape, per_example, d_loss, real_out, fake_out = self.discriminator_loss(batch)
         # what D reads is a probability for BCE and a raw score (real > 0) for hinge and WGAN-GP
@@ -162,7 +155,7 @@ class VoxelGAN(GAN):
 
 def _logit(p: float) -> float:
     p = min(max(float(p), 1e-4), 1 - 1e-4)
-    return float(np.log(p / (1 - p)))
+    return math.log(p / (1 - p))
 
 
 def _mean(values: tf.Tensor) -> tf.Tensor:
