@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import keras
 import tensorflow as tf
@@ -27,26 +28,95 @@ class Checkpoints:
         self.checkpoint = tf.train.Checkpoint(epoch=self.epoch, **items)
         # In a multi-worker run every worker takes part in saving; only the chief's copy is kept.
         folder = run.checkpoints if chief else Path(tempfile.mkdtemp(prefix="worker-ckpt-"))
+        self.folder = folder
+        set_aside_damaged_state(folder)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(folder), max_to_keep=keep)
 
     @property
     def latest(self) -> str | None:
         return self.manager.latest_checkpoint
 
-    def restore(self) -> int:
-        """Loads the latest checkpoint and returns the number of finished epochs."""
-        if self.latest is None:
-            raise UserError(f"no checkpoint in {self.manager.directory} to resume from")
-        try:
-            self.checkpoint.restore(self.latest).assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as error:
-            raise UserError(f"checkpoint {self.latest} does not fit these models (were the flags that shape "
-                            f"the networks changed?): {str(error).splitlines()[0]}") from None
+    def restore(self, log: Callable[[str], None] = print) -> int:
+        """Loads the newest complete checkpoint and returns the number of finished epochs."""
+        restore_newest(self.checkpoint, self.folder, log)
         return int(self.epoch.numpy())
 
     def save(self, epoch: int) -> str:
         self.epoch.assign(epoch)
         return self.manager.save(checkpoint_number=epoch)
+
+
+def set_aside_damaged_state(folder: Path) -> None:
+    """An unreadable `checkpoint` state file (empty, cut short) is renamed so TensorFlow can start afresh;
+    the checkpoints themselves are found by their file names (see checkpoint_candidates)."""
+    state = Path(folder) / "checkpoint"
+    if not state.exists():
+        return
+    try:
+        tf.train.get_checkpoint_state(str(folder))
+    except (ValueError, tf.errors.OpError):
+        state.replace(state.with_name("checkpoint.damaged"))
+
+
+def checkpoint_candidates(folder: str | os.PathLike) -> list[str]:
+    """Checkpoint prefixes in `folder`, newest first: the state file's list, else the ckpt-N.index files."""
+    folder = Path(folder)
+    numbered = {}
+    for index in folder.glob("ckpt-*.index"):
+        number = index.name[len("ckpt-"):-len(".index")]
+        if number.isdigit():
+            numbered[int(number)] = str(folder / f"ckpt-{number}")
+    try:
+        state = tf.train.get_checkpoint_state(str(folder))
+    except (ValueError, tf.errors.OpError):
+        state = None
+    latest = state.model_checkpoint_path if state else None
+    ordered = [numbered[n] for n in sorted(numbered, reverse=True)]
+    if latest and os.path.basename(latest) in {os.path.basename(c) for c in ordered}:
+        # a checkpoint newer than the named latest was cut short by a kill: start at the named one
+        cut = [os.path.basename(c) for c in ordered].index(os.path.basename(latest))
+        ordered = ordered[cut:]
+    return ordered
+
+
+def restore_newest(checkpoint: tf.train.Checkpoint, folder: str | os.PathLike, log: Callable[[str], None] = print,
+                   partial: bool = False) -> str:
+    """Restores the newest checkpoint in `folder` that reads; a damaged one is skipped with one line.
+
+    A checkpoint that reads but does not fit the models is the user's flags, not damage: one sentence.
+    """
+    candidates = checkpoint_candidates(folder)
+    if not candidates:
+        raise UserError(f"no checkpoint in {folder} to resume from")
+    damaged = []
+    for path in candidates:
+        try:
+            status = checkpoint.restore(path)
+            status.expect_partial() if partial else status.assert_existing_objects_matched()
+        except (AssertionError, ValueError) as error:
+            if not _is_damage(error):
+                raise UserError(f"checkpoint {path} does not fit these models (were the flags that shape the "
+                                f"networks changed?): {str(error).splitlines()[0]}") from None
+            damaged.append((path, error))
+        except (IndexError, tf.errors.OpError) as error:
+            damaged.append((path, error))
+        else:
+            if damaged:
+                names = ", ".join(os.path.basename(p) for p, _ in damaged)
+                log(f"checkpoint {names} is damaged ({_reason(damaged[0][1])}); resumed from "
+                    f"{os.path.basename(path)}, the newest complete one")
+            return path
+    raise UserError(f"no usable checkpoint in {folder}: " + "; ".join(
+        f"{os.path.basename(p)} is damaged ({_reason(e)})" for p, e in damaged) + "; start a new run")
+
+
+def _is_damage(error: Exception) -> bool:
+    text = str(error)
+    return not ("incompatible" in text or "shape" in text or isinstance(error, AssertionError))
+
+
+def _reason(error: Exception) -> str:
+    return str(getattr(error, "message", error)).splitlines()[0][:120]
 
 
 @contextlib.contextmanager
@@ -78,7 +148,23 @@ def load_model(path: str | os.PathLike, how_to_make: str) -> keras.Model:
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist; {how_to_make}")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give the saved model's .keras file")
+    if not zipfile.is_zipfile(path):  # a .keras file is a zip archive; Keras would say "File not found"
+        raise UserError(f"{path} is not a Keras model file (damaged, cut short or another format); "
+                        f"{how_to_make}")
     try:
         return keras.models.load_model(path, safe_mode=True, compile=False)
-    except (ValueError, OSError, TypeError) as error:
-        raise UserError(f"cannot load {path} ({str(error).splitlines()[0]})") from None
+    except (ValueError, OSError, TypeError, KeyError, zipfile.BadZipFile) as error:
+        raise UserError(f"cannot load {path} as a Keras model ({str(error).splitlines()[0][:200]})") from None
+
+
+def check_model_io(model: keras.Model, path: str | os.PathLike, what: str, inputs: int | None = None,
+                   input_rank: int | None = None, output_rank: int | None = None) -> keras.Model:
+    """Refuses a loaded model of the wrong kind (e.g. a discriminator given as --generator) in one sentence."""
+    shapes = [tuple(t.shape) for t in model.inputs]
+    out = tuple(model.outputs[0].shape)
+    if ((inputs is not None and len(shapes) != inputs) or (input_rank is not None and len(shapes[0]) != input_rank)
+            or (output_rank is not None and len(out) != output_rank)):
+        raise UserError(f"{path} is not {what} (it maps {', '.join(map(str, shapes))} to {out})")
+    return model

@@ -8,12 +8,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
+import threading
+from pathlib import Path
 from typing import Callable, Sequence
 
 from common.errors import TrainingDiverged, UserError
 
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")
+ROOT = Path(__file__).resolve().parents[1]
+# How to start Python in the hints we print: the project's venv unless another interpreter runs us.
+PYTHON = ".venv/bin/python" if Path(sys.prefix).resolve() == (ROOT / ".venv").resolve() else "python"
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -26,36 +32,48 @@ class _Parser(argparse.ArgumentParser):
 
 
 def base_parser(chapter: str, description: str, stages: Sequence[str], default_stage: str = "train",
-                epochs: int = 10, steps_per_epoch: int | None = None, batch_size: int = 64,
-                data_help: str = "the real data set; absent: the embedded default") -> argparse.ArgumentParser:
-    """The flags every chapter has; `chapter` names the default run folder `runs/<chapter>/<time>`."""
-    parser = _Parser(prog=f"python chapters/{chapter}/main.py", description=description,
+                epochs: int | None = 10, steps_per_epoch: int | None = None, batch_size: int = 64,
+                data_help: str = "the real data set; absent: the embedded default",
+                sampling: bool = True) -> argparse.ArgumentParser:
+    """The flags every chapter has; `chapter` names the default run folder `runs/<chapter>/<time>`.
+
+    `epochs=None` leaves out --epochs and --steps-per-epoch (a chapter whose length is set otherwise);
+    `sampling=False` leaves out --num and --out (a chapter without a sample stage): a flag that is offered
+    is a flag that is read.
+    """
+    parser = _Parser(prog=f"{PYTHON} chapters/{chapter}/main.py", description=description,
                      formatter_class=_Formatter)
     parser.set_defaults(chapter=chapter)
     parser.add_argument("--stage", choices=stages, default=default_stage,
                         help="what to do: " + ", ".join(stages))
     parser.add_argument("--data", metavar="PATH", default=None, help=data_help)
     run = parser.add_argument_group("run length and reproducibility")
-    run.add_argument("--epochs", type=_positive_int, default=epochs, help="number of epochs to train")
-    run.add_argument("--steps-per-epoch", type=_positive_int, default=steps_per_epoch, metavar="N",
-                     help="training steps per epoch (default: one pass over the data)")
-    run.add_argument("--batch-size", type=_positive_int, default=batch_size, metavar="N",
+    if epochs is not None:
+        run.add_argument("--epochs", type=positive_int, default=epochs, help="number of epochs to train")
+        run.add_argument("--steps-per-epoch", type=positive_int, default=steps_per_epoch, metavar="N",
+                         help="training steps per epoch (default: one pass over the data)")
+    run.add_argument("--batch-size", type=positive_int, default=batch_size, metavar="N",
                      help="global batch size (split across replicas when distributed)")
-    run.add_argument("--seed", type=int, default=0, help="seed for weights, data order and latent noise")
+    run.add_argument("--seed", type=non_negative_int, default=0,
+                     help="seed for weights, data order and latent noise")
     where = parser.add_argument_group("where the run lives")
     where.add_argument("--run-dir", metavar="DIR", default=None,
-                       help=f"the run's folder (default for a new run: runs/{chapter}/<timestamp>; "
-                            "for other stages: the latest run)")
+                       help=f"the run's folder (default for a new run: runs/{chapter}/<timestamp>; for later "
+                            "stages: the latest run); an existing run's saved flags are used, flags typed now win")
     where.add_argument("--resume", nargs="?", const="latest", default=None, metavar="DIR",
                        help="continue the latest run (or the run in DIR) from its last checkpoint, "
                             "with its saved flags; flags given now (e.g. --epochs) override them")
     where.add_argument("--runs-root", metavar="DIR", default="runs", help="where new runs are created")
-    where.add_argument("--checkpoints-kept", type=_positive_int, default=3, metavar="N",
+    where.add_argument("--checkpoints-kept", type=positive_int, default=3, metavar="N",
                        help="how many checkpoints to keep")
-    out = parser.add_argument_group("sampling (--stage sample)")
-    out.add_argument("--num", type=_positive_int, default=64, metavar="N", help="how many samples to draw")
-    out.add_argument("--out", metavar="FILE", default=None,
-                     help="where to write the sample grid (default: <run>/samples/sample_<seed>.png)")
+    if sampling:
+        out = parser.add_argument_group("sampling (--stage sample)")
+        out.add_argument("--num", type=positive_int, default=64, metavar="N", help="how many samples to draw")
+        out.add_argument("--out", metavar="FILE", default=None,
+                         help="where to write the output (default: inside the run folder, "
+                              "e.g. <run>/samples/sample_seed<seed>.png)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let --out (or --output) replace a file that already exists (never an input)")
     speed = parser.add_argument_group("speed and scale")
     speed.add_argument("--mixed-precision", action="store_true",
                        help="mixed float16 compute on a GPU (float32 master weights, loss scaling)")
@@ -66,11 +84,45 @@ def base_parser(chapter: str, description: str, stages: Sequence[str], default_s
     return parser
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text}")
+def _number(text: str, kind: type, what: str, ok) -> int | float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if kind is float and value != value:  # NaN passes every comparison below
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, "a whole number of at least 1", lambda v: v >= 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _number(text, int, "a whole number of at least 0", lambda v: v >= 0)
+
+
+def int_at_least(low: int):
+    """An argparse type for whole numbers >= low (e.g. scores that need two samples)."""
+    def parse(text: str) -> int:
+        return _number(text, int, f"a whole number of at least {low}", lambda v: v >= low)
+
+    parse.__name__ = f"int_at_least_{low}"
+    return parse
+
+
+def positive_float(text: str) -> float:
+    return _number(text, float, "a number above 0", lambda v: 0 < v < float("inf"))
+
+
+def non_negative_float(text: str) -> float:
+    return _number(text, float, "a number of at least 0", lambda v: 0 <= v < float("inf"))
+
+
+def unit_interval(text: str) -> float:
+    return _number(text, float, "a number from 0 to 1", lambda v: 0 <= v <= 1)
 
 
 def explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
@@ -109,22 +161,52 @@ def load_tensorflow_quietly() -> None:
         import tensorflow as tf
 
         tf.config.list_physical_devices("GPU")
+    # TensorFlow's and Keras' Python warnings would bury our one-sentence errors; real problems still raise.
+    tf.get_logger().setLevel("ERROR")
+    import absl.logging
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+
+
+class Terminated(BaseException):
+    """SIGTERM (a scheduler, `kill`): unwound like Ctrl-C, so that `finally` blocks remove partial files."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
 
 
 def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None) -> None:
-    """Runs a chapter's main; user errors become one line on stderr and exit code 2."""
+    """Runs a chapter's main; user errors become one line on stderr and exit code 2.
+
+    A run folder this process created and left without a checkpoint or model (a bad input found late, an
+    interrupt before the first checkpoint) is removed again, so it is never mistaken for a run.
+    """
+    from common import run as runs
+
     argv = sys.argv[1:] if argv is None else list(argv)
     if not {"-h", "--help"} & set(argv):
         load_tensorflow_quietly()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         code = main(argv) or 0
     except UserError as error:
+        runs.discard_if_empty()
         print(f"error: {error}", file=sys.stderr)
         code = 2
     except TrainingDiverged as error:
         print(f"training stopped: {error}", file=sys.stderr)
         code = 3
     except KeyboardInterrupt:
-        print("interrupted; resume with --resume", file=sys.stderr)
+        print(runs.interrupted("Ctrl-C"), file=sys.stderr)
         code = 130
+    except Terminated:
+        print(runs.interrupted("SIGTERM"), file=sys.stderr)
+        code = 143
+    finally:
+        runs._current = None
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     sys.exit(code)

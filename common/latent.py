@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from common.cli import int_at_least, non_negative_int, positive_int
 from common.errors import UserError
 
 if TYPE_CHECKING:  # importable before TensorFlow (for a quick --help)
@@ -123,18 +124,18 @@ def sweep(base: np.ndarray, dim: int, values: Sequence[float]) -> np.ndarray:
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """The `--stage explore` flags (seeds, steps, sweep dimensions and range)."""
     group = parser.add_argument_group("latent-space exploration (--stage explore)")
-    group.add_argument("--interpolate-seeds", type=int, nargs="+", default=None, metavar="SEED",
+    group.add_argument("--interpolate-seeds", type=non_negative_int, nargs="+", default=None, metavar="SEED",
                        help="latents to interpolate through, by seed (default: --seed, --seed+1, --seed+2)")
-    group.add_argument("--interpolate-steps", type=int, default=10, metavar="N",
+    group.add_argument("--interpolate-steps", type=int_at_least(2), default=10, metavar="N",
                        help="images per interpolation segment, both ends included")
-    group.add_argument("--arithmetic-seeds", type=int, nargs="+", default=None, metavar="SEED",
+    group.add_argument("--arithmetic-seeds", type=non_negative_int, nargs="+", default=None, metavar="SEED",
                        help="pairs of seeds A B [A B ...] for A+B, |A-B|, A*B (default: three pairs after --seed)")
-    group.add_argument("--sweep-dims", type=int, nargs="+", default=None, metavar="D",
+    group.add_argument("--sweep-dims", type=non_negative_int, nargs="+", default=None, metavar="D",
                        help="latent dimensions to sweep, one grid each (default: 0 1 2 3)")
     group.add_argument("--sweep-range", type=float, nargs=2, default=(-3.0, 3.0), metavar=("LOW", "HIGH"),
                        help="the values a swept dimension takes")
-    group.add_argument("--sweep-steps", type=int, default=9, metavar="N", help="columns of a sweep grid")
-    group.add_argument("--sweep-rows", type=int, default=6, metavar="N",
+    group.add_argument("--sweep-steps", type=int_at_least(2), default=9, metavar="N", help="columns of a sweep grid")
+    group.add_argument("--sweep-rows", type=positive_int, default=6, metavar="N",
                        help="fixed latents (rows) per sweep grid, from seeds --seed, --seed+1, ...")
 
 

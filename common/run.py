@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from common.cli import explicit_flags
+from common.cli import PYTHON, explicit_flags
 from common.errors import UserError
 
 # Flags that describe how to run, not what is trained: a resumed run may change them freely.
-_NOT_SAVED = {"resume", "run_dir", "stage", "num", "out"}
+_NOT_SAVED = {"resume", "run_dir", "stage", "num", "out", "overwrite"}
 
 
 class Run:
@@ -31,6 +33,8 @@ class Run:
         self.models = self.root / "models"
         self.config_file = self.root / "config.json"
         self.metrics_file = self.root / "metrics.json"
+        self.created = False  # made by this process (so a failed start may remove it again)
+        self.pending_config: dict[str, Any] | None = None
 
     def create(self) -> "Run":
         probe = self.root / ".write-test"
@@ -49,8 +53,27 @@ class Run:
     def has_checkpoint(self) -> bool:
         return (self.checkpoints / "checkpoint").exists()
 
+    def has_any_checkpoint(self) -> bool:
+        """A checkpoint of any of the run's phases (e.g. SRGAN's pretrain/checkpoints)."""
+        return self.root.is_dir() and any(self.root.rglob("checkpoints/checkpoint"))
+
+    def has_results(self) -> bool:
+        """Anything worth keeping: a checkpoint or a saved model."""
+        return self.has_any_checkpoint() or (self.root.is_dir() and any(self.root.rglob("models/*.keras")))
+
+    def commit_config(self) -> None:
+        """Writes config.json with the flags this invocation settled on (after a resume has succeeded)."""
+        if self.pending_config is not None:
+            self.write_json(self.config_file, self.pending_config)
+            self.pending_config = None
+
     def write_json(self, path: Path, data: dict[str, Any]) -> None:
-        atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        """Strict JSON for any reader: a NaN or infinity becomes null, with the reason under "nulls"."""
+        nulls: dict[str, str] = {}
+        clean = _finite(data, "", nulls)
+        if nulls:
+            clean["nulls"] = {**clean.get("nulls", {}), **nulls}
+        atomic_write_text(path, json.dumps(clean, indent=2, sort_keys=True, default=str, allow_nan=False) + "\n")
 
     def read_config(self) -> dict[str, Any]:
         if not self.config_file.exists():
@@ -59,6 +82,19 @@ class Run:
 
     def __str__(self) -> str:
         return str(self.root)
+
+
+def _finite(value: Any, where: str, nulls: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{where}.{k}" if where else str(k), nulls) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, f"{where}[{i}]", nulls) for i, v in enumerate(value)]
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        nulls[where] = f"the computation gave {value} (not a number JSON can hold)"
+        return None
+    return value
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -76,63 +112,159 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def output_file(path: str | os.PathLike, overwrite: bool = False, inputs: Sequence[str | os.PathLike] = (),
+                flag: str = "--out") -> Path:
+    """The one rule for every file a user names as output: never a folder, never an input, and an existing
+    file only with --overwrite. Checked before any work, so a refusal loses nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name inside it, e.g. {path / 'out.png'}")
+    for source in inputs:
+        if source and path.exists() and Path(source).exists() and os.path.samefile(path, source):
+            raise UserError(f"{flag} {path} is the input file; an input is never written over: choose another name")
+    if path.exists() and not overwrite:
+        raise UserError(f"{flag} {path} already exists; pass --overwrite to replace it, or choose another name")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UserError(f"{flag} {path}: {path.parent} is a file, not a folder")
+    return path
+
+
 def latest_run(runs_root: str | os.PathLike, chapter: str, need: str | None = None) -> Run | None:
-    """The newest run of a chapter (optionally one that has file `need` inside it)."""
+    """The newest run of a chapter that holds something (a checkpoint or a saved model; `need`: that file).
+
+    A folder left by a run that failed or was interrupted before its first checkpoint is never "latest".
+    """
     base = Path(runs_root) / chapter
     if not base.is_dir():
         return None
-    runs = [Run(p) for p in base.iterdir() if (p / "config.json").exists() and (need is None or (p / need).exists())]
+    runs = [Run(p) for p in base.iterdir() if (p / "config.json").exists()]
+    runs = [r for r in runs if (r.root / need).exists()] if need else [r for r in runs if r.has_results()]
     return max(runs, key=lambda r: r.config_file.stat().st_mtime, default=None)
+
+
+# The training run this process opened, for the message after an interrupt (see interrupted()).
+_current: Run | None = None
 
 
 def open_run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str],
              training: bool) -> Run:
-    """Resolves the run directory for this invocation and, for training, records the flags.
+    """Resolves the run directory for this invocation.
 
-    A new training run gets a fresh folder; `--resume` reopens one and restores its saved flags (flags typed
-    now win); other stages use `--run-dir` or the chapter's latest run.
+    A new training run gets a fresh folder and its config.json at once. `--resume` (or `--run-dir` naming an
+    existing run, for a later stage such as SRGAN's train after pretrain) reopens one and restores its saved
+    flags (flags typed now win); its config.json is rewritten only by `Run.commit_config()`, which the
+    training loop calls once the checkpoint has been restored, so a failed resume changes nothing. Other
+    stages use `--run-dir` or the chapter's latest run.
     """
+    global _current
     if args.resume is not None:
         if args.run_dir and args.resume != "latest":
             raise UserError("give the run to resume either as --resume DIR or as --run-dir DIR, not both")
-        run = _find_run(args, args.run_dir or (None if args.resume == "latest" else args.resume),
-                        need="checkpoints/checkpoint")
-        typed = explicit_flags(parser, argv)
-        for key, value in run.read_config().items():
-            if key not in typed and key not in _NOT_SAVED and hasattr(args, key):
-                setattr(args, key, value)
+        run = _find_run(args, args.run_dir or (None if args.resume == "latest" else args.resume), resume=True)
+        _restore_flags(run, args, parser, argv)
     elif training:
-        if args.run_dir:
-            run = Run(args.run_dir)
-            if run.has_checkpoint():
-                raise UserError(f"{run} already holds a trained run; continue it with --resume {run} "
-                                "or choose another --run-dir")
-        else:
-            run = Run(Path(args.runs_root) / args.chapter / time.strftime("%Y%m%d-%H%M%S"))
-            while run.root.exists():  # two runs started in the same second
-                run = Run(f"{run.root}-1")
+        run = _new_or_later_stage(args, parser, argv)
     else:
         return _find_run(args, args.run_dir)
+    existed = run.root.exists()
     run.create()
-    if training:
-        config = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_SAVED}
-        run.write_json(run.config_file, config)
+    if not run.config_file.exists():
+        run.created = not existed
+        run.pending_config = _config_of(args)
+        run.commit_config()
     args.run_dir = str(run.root)
+    _current = run
     return run
 
 
-def _find_run(args: argparse.Namespace, path: str | None, need: str | None = None) -> Run:
+def _config_of(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_SAVED}
+
+
+def _new_or_later_stage(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str]) -> Run:
+    if not args.run_dir:
+        run = Run(Path(args.runs_root) / args.chapter / time.strftime("%Y%m%d-%H%M%S"))
+        while run.root.exists():  # two runs started in the same second
+            run = Run(f"{run.root}-1")
+        return run
+    run = Run(args.run_dir)
+    if run.root.exists() and not run.root.is_dir():
+        raise UserError(f"--run-dir {run} is a file, not a folder; choose a new or empty folder")
+    if run.config_file.exists():
+        if run.has_checkpoint():
+            raise UserError(f"{run} already holds a trained run; continue it with --resume {run} "
+                            "or choose another --run-dir")
+        _restore_flags(run, args, parser, argv)  # a later stage of this run (e.g. train after pretrain)
+    elif run.root.is_dir() and any(run.root.iterdir()):
+        raise UserError(f"--run-dir {run} is a folder with other files in it and not a run; choose a new or "
+                        "empty folder (nothing in it was changed)")
+    return run
+
+
+def _restore_flags(run: Run, args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """The run's saved flags under the ones typed now; its config.json is rewritten at commit_config()."""
+    saved = run.read_config()
+    _check_chapter(run, saved, args.chapter)
+    typed = explicit_flags(parser, argv)
+    for key, value in saved.items():
+        if key not in typed and key not in _NOT_SAVED and hasattr(args, key):
+            setattr(args, key, value)
+    run.pending_config = _config_of(args)
+
+
+def _check_chapter(run: Run, config: dict[str, Any], chapter: str) -> None:
+    theirs = config.get("chapter")
+    if theirs and theirs != chapter:
+        raise UserError(f"{run} is a run of the {theirs} chapter, not {chapter}; use "
+                        f"{PYTHON} chapters/{theirs}/main.py --resume {run} (nothing was changed)")
+
+
+def _find_run(args: argparse.Namespace, path: str | None, resume: bool = False) -> Run:
     if path:
         run = Run(path)
         if not run.root.is_dir():
             raise UserError(f"run directory {run} does not exist")
-        run.read_config()
-        if need and not (run.root / need).exists():
+        _check_chapter(run, run.read_config(), args.chapter)
+        if resume and not run.has_any_checkpoint():
             raise UserError(f"{run} has no checkpoint to resume from; start it with "
-                            f"python chapters/{args.chapter}/main.py --run-dir {run}")
+                            f"{PYTHON} chapters/{args.chapter}/main.py --run-dir {run}")
         return run
-    run = latest_run(args.runs_root, args.chapter, need)
+    run = latest_run(args.runs_root, args.chapter)
+    if resume and run is not None and not run.has_any_checkpoint():
+        run = None
     if run is None:
-        raise UserError(f"no run of {args.chapter} under {args.runs_root}/{args.chapter}; "
-                        f"train one first with python chapters/{args.chapter}/main.py, or pass --run-dir")
+        raise UserError(f"no {'resumable ' if resume else ''}run of {args.chapter} under "
+                        f"{args.runs_root}/{args.chapter}; train one first with "
+                        f"{PYTHON} chapters/{args.chapter}/main.py, or pass --run-dir")
     return run
+
+
+def interrupted(signal_name: str = "Ctrl-C") -> str:
+    """What an interrupt leaves: the run to resume, or nothing (an empty run folder we made is removed)."""
+    run = _current
+    if run is None:
+        return f"interrupted ({signal_name})"
+    if run.has_any_checkpoint():
+        return (f"interrupted ({signal_name}); continue this run with "
+                f"{PYTHON} chapters/{_chapter_of(run)}/main.py --resume {run}")
+    if discard_if_empty():
+        return f"interrupted ({signal_name}) before the first checkpoint: nothing to resume (removed {run})"
+    return f"interrupted ({signal_name}) before this run's first checkpoint: nothing to resume"
+
+
+def discard_if_empty() -> bool:
+    """Removes the run folder this process created when it holds no checkpoint or model (a failed start)."""
+    global _current
+    run = _current
+    if run is None or not run.created or run.has_results():
+        return False
+    shutil.rmtree(run.root, ignore_errors=True)
+    _current = None
+    return True
+
+
+def _chapter_of(run: Run) -> str:
+    try:
+        return run.read_config().get("chapter", "<chapter>")
+    except (UserError, ValueError):
+        return "<chapter>"

@@ -12,6 +12,7 @@ import argparse
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
+from common.cli import non_negative_float, non_negative_int, positive_float, positive_int
 from common.errors import UserError
 
 if TYPE_CHECKING:  # the flags must be importable before TensorFlow is (for a quick --help)
@@ -51,18 +52,18 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--loss", choices=("bce", "hinge", "wgan-gp"), default="bce",
                        help="adversarial loss: bce (the book's, non-saturating G), hinge, or WGAN with gradient "
                             "penalty (hinge and wgan-gp use the discriminator's raw score)")
-    group.add_argument("--gp-weight", type=float, default=10.0, help="gradient-penalty weight for --loss wgan-gp")
-    group.add_argument("--label-smoothing", type=float, default=1.0, metavar="R",
+    group.add_argument("--gp-weight", type=non_negative_float, default=10.0, help="gradient-penalty weight for --loss wgan-gp")
+    group.add_argument("--label-smoothing", type=positive_float, default=1.0, metavar="R",
                        help="one-sided label smoothing: the real target (e.g. 0.9); 1 = off")
-    group.add_argument("--label-noise", type=float, default=0.0, metavar="W",
+    group.add_argument("--label-noise", type=non_negative_float, default=0.0, metavar="W",
                        help="noisy labels: real targets drawn from [R-W, R], fake from [0, W] per example; 0 = off")
     group.add_argument("--feature-matching", action="store_true",
                        help="G matches the mean of D's last hidden features on real and fake batches")
-    group.add_argument("--minibatch-discrimination", type=int, default=0, metavar="M",
+    group.add_argument("--minibatch-discrimination", type=non_negative_int, default=0, metavar="M",
                        help="add a minibatch-discrimination layer with M kernels before D's output; 0 = off")
-    group.add_argument("--historical-averaging", type=float, default=0.0, metavar="LAMBDA",
+    group.add_argument("--historical-averaging", type=non_negative_float, default=0.0, metavar="LAMBDA",
                        help="penalise each network's distance to the average of its past weights; 0 = off")
-    group.add_argument("--pack", type=int, default=1, metavar="K",
+    group.add_argument("--pack", type=positive_int, default=1, metavar="K",
                        help="PacGAN: D judges K samples at once (batch size must divide by K); 1 = off")
 
 

@@ -36,7 +36,8 @@ def fit_gan(gan: GAN, run: Run, args: argparse.Namespace, strategy: tf.distribut
     with strategy.scope():
         gan.build_optimizers()
         checkpoints = Checkpoints(run, gan.checkpoint_items(), keep=args.checkpoints_kept, chief=chief)
-    initial_epoch = checkpoints.restore() if args.resume else 0
+    initial_epoch = checkpoints.restore(log) if args.resume else 0
+    run.commit_config()  # after the restore: a resume that fails leaves the run's config.json as it was
     if initial_epoch:
         log(f"resumed {run} at epoch {initial_epoch} (step {initial_epoch * steps}) from {checkpoints.latest}")
     if initial_epoch >= args.epochs:
@@ -84,14 +85,17 @@ def _write_graphs(writer: TensorBoardWriter, gan: GAN) -> None:
 
 def sample_stage(run: Run, args: argparse.Namespace, log: Callable[[str], None] = print) -> str:
     """`--stage sample`: loads models/generator.keras (safe mode) and writes a grid of args.num images."""
-    from common.checkpoints import load_model
+    from common.checkpoints import check_model_io, load_model
+    from common.cli import PYTHON
     from common.images import save_grid
+    from common.run import output_file
 
-    generator = load_model(run.model_path("generator"),
-                           f"train first: python chapters/{args.chapter}/main.py --run-dir {run}")
+    out = output_file(args.out, args.overwrite) if args.out else run.samples / f"sample_seed{args.seed}.png"
+    path = run.model_path("generator")
+    generator = check_model_io(load_model(path, f"train first: {PYTHON} chapters/{args.chapter}/main.py "
+                                                f"--run-dir {run}"), path, "a generator of z", inputs=1, input_rank=2)
     latent_dim = generator.inputs[0].shape[-1]
     images = generator.predict(fixed_latents(args.num, latent_dim, args.seed), batch_size=64, verbose=0)
-    out = args.out or run.samples / f"sample_seed{args.seed}.png"
     save_grid(out, images)
     log(f"wrote {args.num} samples (seed {args.seed}) to {out}")
     return str(out)

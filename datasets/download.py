@@ -21,16 +21,27 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, destination: str | os.PathLike, sha256: str | None) -> Path:
+def download(url: str, destination: str | os.PathLike, sha256: str | None, overwrite: bool = True) -> Path:
     """Fetches `url` to `destination` unless a verified copy is already there.
 
     The bytes go to `<destination>.part` first; only a file whose SHA-256 matches is renamed into place, so an
-    interrupted or corrupted download is never used (the next run starts it again).
+    interrupted or corrupted download is never used (the next run starts it again). A file already at
+    `destination` whose checksum does not match is replaced by the fresh download only when `overwrite` is
+    true (the fetch scripts pass their --overwrite flag; otherwise that file is left alone and a UserError says
+    so). With `sha256=None` an existing file is always kept.
     """
     destination = Path(destination)
-    if destination.exists() and (sha256 is None or sha256_of(destination) == sha256):
-        print(f"{destination} is already here (checksum ok)")
-        return destination
+    if destination.is_dir():
+        raise UserError(f"{destination} is a folder, not a file name to download to")
+    if destination.exists():
+        actual = None if sha256 is None else sha256_of(destination)
+        if actual == sha256:
+            print(f"{destination} is already here" + (" (checksum ok)" if sha256 else ""))
+            return destination
+        if not overwrite:
+            raise UserError(f"{destination} already exists but is not the expected file (SHA-256 {actual}, "
+                            f"expected {sha256}); move it away or pass --overwrite to replace it")
+        print(f"{destination} has SHA-256 {actual}, expected {sha256}: replacing it with a fresh download")
     destination.parent.mkdir(parents=True, exist_ok=True)
     part = destination.with_name(destination.name + ".part")
     print(f"downloading {url} -> {destination}")
@@ -88,6 +99,19 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
                 raise UserError(f"{archive}: member {member.name!r} is a link; refusing to extract")
         tar.extractall(target, members=members, filter="data")
     return target
+
+
+def refuse_to_overwrite(path: str | os.PathLike, overwrite: bool) -> Path:
+    """The output file `path` given by the user, or a UserError if it is there already and `overwrite` is false.
+
+    A folder is never an acceptable output file, --overwrite or not.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give the name of the file to write")
+    if os.path.lexists(path) and not overwrite:
+        raise UserError(f"{path} already exists; pass --overwrite to replace it, or choose another name")
+    return path
 
 
 def main_guard(function) -> None:

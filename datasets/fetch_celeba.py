@@ -12,11 +12,13 @@ refuses large downloads ("quota exceeded"); then download the file in a browser 
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import sys
 import zipfile
 from pathlib import Path
+from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -65,27 +67,36 @@ def safe_extract(archive: Path, out: Path) -> int:
     return count
 
 
-def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out", nargs="?", default=str(Path(__file__).resolve().parent / "celeba"),
-                        help="folder to unpack into")
-    parser.add_argument("--zip", default=None, help="use this img_align_celeba.zip instead of downloading")
-    args = parser.parse_args()
-    out = Path(args.out)
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python datasets/fetch_celeba.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", nargs="?", type=Path, default=Path(__file__).resolve().parent / "celeba",
+                        metavar="OUT_DIR", help="folder to download and unpack into; the images land in "
+                                                "OUT_DIR/img_align_celeba (default: %(default)s)")
+    parser.add_argument("--zip", type=Path, default=None, metavar="FILE",
+                        help="use this img_align_celeba.zip (downloaded in a browser) instead of downloading")
+    args = parser.parse_args(argv)
+    out = args.out
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; OUT_DIR must be a folder")
     if args.zip:
-        archive = Path(args.zip)
+        archive = args.zip
         if not archive.is_file():
             raise UserError(f"--zip {archive} does not exist")
+        fetched = False
     else:
-        archive = download(URL, out / "img_align_celeba.zip", None)
+        archive = out / "img_align_celeba.zip"
+        fetched = not archive.exists()  # a zip already there is the user's: checked, never deleted
+        download(URL, archive, None)
     actual = md5_of(archive)
     if actual != MD5:
-        if not args.zip:
+        if fetched:
             archive.unlink()
-        raise UserError(f"{archive.name} has MD5 {actual}, expected {MD5} (Google Drive may have sent a "
-                        "'quota exceeded' page); download img_align_celeba.zip in a browser and pass --zip FILE")
+            raise UserError(f"the download has MD5 {actual}, expected {MD5} (Google Drive may have sent a "
+                            "'quota exceeded' page) and was discarded; download img_align_celeba.zip in a browser "
+                            "and pass --zip FILE")
+        raise UserError(f"{archive} has MD5 {actual}, expected {MD5}; it is not the official "
+                        "img_align_celeba.zip (it was left as it is)")
     print(f"checksum ok (MD5 {MD5}, SHA-256 {sha256_of(archive)})")
     if not zipfile.is_zipfile(archive):
         raise UserError(f"{archive} is not a zip archive")

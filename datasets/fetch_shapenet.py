@@ -5,14 +5,17 @@
 
 The archive (about 1 GB with the code and models of the original paper) holds, under volumetric_data/,
 one folder per ModelNet category with 30/train/*.mat and 30/test/*.mat (key `instance`, 30³ voxels).
-Extraction refuses any member that would land outside OUT_DIR (absolute paths, `..`, links).
+Extraction refuses any member that would land outside OUT_DIR (absolute paths, `..`, links). An archive
+already at OUT_DIR/3DShapeNetsCode.zip is used as it is (never replaced).
 """
 from __future__ import annotations
 
+import argparse
 import stat
 import sys
 import zipfile
 from pathlib import Path
+from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,8 +52,14 @@ def safe_extract(archive: str | Path, destination: str | Path, only: str | None 
     return written
 
 
-def main() -> None:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "3DShapeNets"
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python datasets/fetch_shapenet.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", nargs="?", type=Path, default=Path(__file__).resolve().parent / "3DShapeNets",
+                        metavar="OUT_DIR", help="folder to download and unpack into (default: %(default)s)")
+    out = parser.parse_args(argv).out
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; OUT_DIR must be a folder")
     archive = download(URL, out / "3DShapeNetsCode.zip", SHA256)
     count = safe_extract(archive, out, only="volumetric_data/")
     found = sorted(out.rglob("volumetric_data"))

@@ -7,13 +7,16 @@ Source: Rothe, Timofte, Van Gool, "DEX: Deep EXpectation of apparent age from a 
 for research use only - read the licence terms on https://data.vision.ee.ethz.ch/cvl/rrothe/imdb-wiki/.
 The server publishes no checksum, so the archive is checked by its structure instead: extraction refuses any
 member that is not a plain file or folder or whose path would land outside OUT_DIR (absolute paths, `..`,
-links), and the result must hold wiki_crop/wiki.mat.
+links), and the result must hold wiki_crop/wiki.mat. Nothing is fetched when OUT_DIR/wiki_crop/wiki.mat is
+already there; an archive already at OUT_DIR/wiki_crop.tar is used as it is (never replaced).
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import tarfile
 from pathlib import Path
+from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,8 +52,14 @@ def safe_extract(archive: str | Path, target: str | Path) -> int:
     return count
 
 
-def main() -> None:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python datasets/fetch_wiki.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", nargs="?", type=Path, default=Path(__file__).resolve().parent, metavar="OUT_DIR",
+                        help="folder to download into; wiki_crop/ is extracted inside it (default: %(default)s)")
+    out = parser.parse_args(argv).out
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; OUT_DIR must be a folder")
     mat = out / "wiki_crop" / "wiki.mat"
     if mat.exists():
         print(f"{mat} is already here")

@@ -1,6 +1,6 @@
 """The book's anime-face preprocessing: crop the first detected face of every image, resize, save PNGs.
 
-  python datasets/prepare_anime.py RAW_FOLDER OUT_FOLDER [--size 64]
+  python datasets/prepare_anime.py RAW_FOLDER OUT_FOLDER [--size 64] [--overwrite]
 
 RAW_FOLDER is searched recursively for images (PNG, JPEG, BMP, GIF). Faces are found with the `animeface`
 package (python-animeface, a wrapper of the AnimeFace 2009 detector):
@@ -10,7 +10,9 @@ package (python-animeface, a wrapper of the AnimeFace 2009 detector):
 Wheels exist for Linux and ARM macOS on recent Pythons; elsewhere pip builds it from source, which needs the
 libnvxs C library first (its source ships in the python-animeface repository: third_party/nvxs-1.0.2,
 `./configure && make && sudo make install`). Images without a detected face are counted and skipped, as in
-the book. Then train with `python chapters/anime_dcgan/main.py --data OUT_FOLDER --image-size 64`.
+the book. OUT_FOLDER must be new or empty: crops are named after the raw files, so writing into a folder
+that already holds files could replace them; --overwrite allows it.
+Then train with `python chapters/anime_dcgan/main.py --data OUT_FOLDER --image-size 64`.
 """
 from __future__ import annotations
 
@@ -75,13 +77,21 @@ def crop_faces(raw: Path, out: Path, size: int = 64, detect: Callable | None = N
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python datasets/prepare_anime.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("raw", type=Path, help="folder of raw images (searched recursively)")
-    parser.add_argument("out", type=Path, help="where to write the cropped faces as PNG")
+    parser.add_argument("raw", type=Path, metavar="RAW_FOLDER", help="folder of raw images (searched recursively)")
+    parser.add_argument("out", type=Path, metavar="OUT_FOLDER",
+                        help="new or empty folder to write the cropped faces into, as PNG")
     parser.add_argument("--size", type=int, default=64, help="side of the saved faces in pixels (the book: 64)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into OUT_FOLDER even if it already holds files (same-named crops are replaced)")
     args = parser.parse_args(argv)
     try:
         if args.size < 8:
             raise UserError(f"--size must be at least 8, got {args.size}")
+        if args.out.exists() and not args.out.is_dir():
+            raise UserError(f"{args.out} is a file; OUT_FOLDER must be a folder")
+        if args.out.is_dir() and any(args.out.iterdir()) and not args.overwrite:
+            raise UserError(f"{args.out} already holds files; choose a new folder or pass --overwrite "
+                            "to write into it")
         detect = load_detector()  # before scanning a large folder
         crop_faces(args.raw, args.out, args.size, detect)
     except UserError as error:

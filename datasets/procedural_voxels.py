@@ -172,22 +172,38 @@ def make_shapes(category: str, count: int, size: int = 32, seed: int = 0) -> np.
     return np.stack([make_shape(category, i, size, seed) for i in range(count)])
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("category", choices=CATEGORIES)
-    parser.add_argument("size", type=int, choices=SIZES)
-    parser.add_argument("--num", type=int, default=16, help="how many shapes to draw")
-    parser.add_argument("--out", default="procedural_voxels.png", help="PNG grid of renders")
+    parser = argparse.ArgumentParser(prog="python datasets/procedural_voxels.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("category", choices=CATEGORIES, metavar="CATEGORY",
+                        help="which shapes to draw: %(choices)s")
+    parser.add_argument("size", type=int, choices=SIZES, metavar="SIZE", help="voxel grid side: %(choices)s")
+    parser.add_argument("--num", type=int, default=16, help="how many shapes to draw (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("procedural_voxels.png"),
+                        help="PNG grid of renders to write (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it already exists")
     args = parser.parse_args(argv)
+    if args.num < 1:
+        parser.error(f"--num must be at least 1, got {args.num}")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from common.errors import UserError
+    from datasets.download import refuse_to_overwrite
+
+    try:
+        refuse_to_overwrite(args.out, args.overwrite)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     from common.images import save_png
     from common.voxels import render_grid
 
-    save_png(args.out, render_grid(make_shapes(args.category, args.num, args.size)))
+    save_png(args.out, render_grid(make_shapes(args.category, args.num, args.size, args.seed)))
     print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main())

@@ -1,14 +1,16 @@
 """Train the project's small MNIST CNN used for FID/KID/IS and class-coverage read-outs.
 
-Run: python -m datasets.train_mnist_classifier  (writes datasets/mnist_classifier.keras)
+Run: python -m datasets.train_mnist_classifier --overwrite   (rewrites datasets/mnist_classifier.keras)
+     python -m datasets.train_mnist_classifier --out new.keras  (an existing --out is kept unless --overwrite)
 
-Data: the embedded digits datasets/mnist_8k.npz; the last HELDOUT digits are never trained on,
+Data: the embedded digits datasets/mnist_8k.npz; the last 1,000 digits (HELDOUT) are never trained on,
 so the accuracy printed at the end (and checked by tests/test_metrics.py) is an honest held-out number.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -50,11 +52,23 @@ def build_classifier():
 
 
 def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=MODEL)
+    parser = argparse.ArgumentParser(prog="python -m datasets.train_mnist_classifier", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for weights, shuffling and augmentation "
+                                                             "(default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=MODEL, help="where to save the classifier, a .keras file "
+                                                                 "(default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it already exists")
     args = parser.parse_args(argv)
+    if args.epochs < 1:
+        parser.error(f"--epochs must be at least 1, got {args.epochs}")
+    if args.out.suffix != ".keras":
+        parser.error(f"--out must be a .keras file, got {args.out}")
+    if args.out.is_dir() or (args.out.exists() and not args.overwrite):
+        what = "is a folder" if args.out.is_dir() else "already exists; pass --overwrite to replace it"
+        print(f"error: {args.out} {what}", file=sys.stderr)  # before minutes of training, not after
+        raise SystemExit(2)
 
     import keras
     import tensorflow as tf
@@ -89,6 +103,7 @@ def main(argv: list[str] | None = None) -> float:
     probs = classifier.predict(x_test, batch_size=500, verbose=0)
     accuracy = float(np.mean(probs.argmax(1) == y_test))
     # Only the classifier is saved: no augmentation layers and no optimizer state in the file.
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     classifier.save(args.out)
     size_kb = args.out.stat().st_size / 1024
     print(f"held-out accuracy {accuracy:.4f} on the last {HELDOUT} digits; "

@@ -1,7 +1,7 @@
 """Convert face-api's TF.js weights into the compact archives the Age-cGAN chapter ships (dev-time only).
 
-    python tools/convert_face_api.py SRC_DIR chapters/age_cgan/weights
-    python tools/convert_face_api.py SRC_DIR chapters/age_cgan/weights \
+    python tools/convert_face_api.py SRC_DIR chapters/age_cgan/weights --overwrite
+    python tools/convert_face_api.py SRC_DIR chapters/age_cgan/weights --overwrite \\
         --fixture tests/fixtures/face_api_reference.npz --node-modules /tmp/faceapi-node/node_modules
 
 SRC_DIR holds `face_recognition_model.bin` / `age_gender_model.bin` and their `-weights_manifest.json`
@@ -9,7 +9,8 @@ SRC_DIR holds `face_recognition_model.bin` / `age_gender_model.bin` and their `-
 `.bin` (uint8 codes + the manifest's float64 scale and min), so the archives are as small as the originals;
 `chapters.age_cgan.face_nets.load_face_api_weights` de-quantises them the way tfjs does.
 `--fixture` also runs the ORIGINAL networks under Node (tools/face_api_reference.js) on deterministic
-inputs and stores inputs + outputs as the test fixture.
+inputs and stores inputs + outputs as the test fixture. Existing archives (and an existing --fixture file) are
+replaced only with --overwrite, as when regenerating the shipped ones.
 """
 
 from __future__ import annotations
@@ -91,13 +92,31 @@ def make_fixture(src: Path, node_modules: Path, out: Path) -> None:
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): {sorted(outputs)}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("src", type=Path, help="folder with the face-api .bin and -weights_manifest.json files")
-    ap.add_argument("out", type=Path, help="where to write face_recognition.npz and age_gender.npz")
-    ap.add_argument("--fixture", type=Path, help="also write the reference fixture npz here")
-    ap.add_argument("--node-modules", type=Path, help="node_modules with face-api 1.7.15 + tfjs 4.22")
-    args = ap.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python tools/convert_face_api.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("src", type=Path, metavar="SRC_DIR",
+                    help="folder with the face-api .bin and -weights_manifest.json files")
+    ap.add_argument("out", type=Path, metavar="OUT_DIR",
+                    help="folder to write face_recognition.npz and age_gender.npz into")
+    ap.add_argument("--fixture", type=Path, metavar="FILE", help="also write the reference fixture npz here")
+    ap.add_argument("--node-modules", type=Path, metavar="DIR",
+                    help="node_modules with face-api 1.7.15 + tfjs 4.22 (needed by --fixture)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace archives (and the --fixture file) that already exist")
+    args = ap.parse_args(argv)
+    if args.fixture and not args.node_modules:
+        ap.error("--fixture needs --node-modules (see tools/face_api_reference.js)")
+    missing = [m for m in NETS if not (args.src / f"{m}-weights_manifest.json").is_file()]
+    if missing:
+        ap.error(f"{args.src} has no {missing[0]}-weights_manifest.json; SRC_DIR must hold the face-api model files")
+    if args.out.exists() and not args.out.is_dir():
+        ap.error(f"{args.out} is a file; OUT_DIR must be a folder")
+    targets = [args.out / filename for filename in NETS.values()] + ([args.fixture] if args.fixture else [])
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not args.overwrite:
+        print(f"error: {', '.join(existing)} already there; pass --overwrite to replace", file=sys.stderr)
+        raise SystemExit(2)
     args.out.mkdir(parents=True, exist_ok=True)
     for model, filename in NETS.items():
         entries = read_tfjs(args.src, model)
@@ -105,8 +124,6 @@ def main() -> None:
         size = (args.out / filename).stat().st_size
         print(f"wrote {args.out / filename}: {len(entries) - 1} arrays, {size / 1e6:.2f} MB")
     if args.fixture:
-        if not args.node_modules:
-            sys.exit("--fixture needs --node-modules (see tools/face_api_reference.js)")
         make_fixture(args.src, args.node_modules, args.fixture)
 
 

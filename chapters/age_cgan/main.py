@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 
 import numpy as np  # noqa: E402  (cheap; TensorFlow itself is imported after argument parsing)
 
-from common.cli import base_parser, run_main  # noqa: E402
+from common.cli import base_parser, int_at_least, non_negative_int, positive_float, positive_int, run_main  # noqa: E402
 from common.errors import UserError  # noqa: E402
 
 STAGES = ("gan", "encoder", "optimize", "age", "evaluate", "all")
@@ -47,10 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                          data_help="the extracted wiki_crop folder (with wiki.mat) or its wiki.mat; "
                                    "absent: the embedded procedural faces")
     net = parser.add_argument_group("networks")
-    net.add_argument("--width", type=float, default=1.0,
+    net.add_argument("--width", type=positive_float, default=1.0,
                      help="scales every layer's filters and units of E, G and D (1.0 = the book's networks; "
                           "make train-age-cgan uses 0.5 to fit a 2-core CPU)")
-    net.add_argument("--num-faces", type=int, default=3000, metavar="N",
+    net.add_argument("--num-faces", type=positive_int, default=3000, metavar="N",
                      help="how many embedded procedural faces to train on (without --data)")
     net.add_argument("--fr-model", default="face-api", metavar="NAME|PATH.keras",
                      help="face-recognition network for identity: face-api (dlib's ResNet, converted; "
@@ -59,21 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--fr-weights", default="imagenet", metavar="imagenet|FILE",
                      help="weights for --fr-model inception-resnet-v2: imagenet (Keras cache/download) or a file")
     steps = parser.add_argument_group("encoder and identity stages")
-    steps.add_argument("--encoder-steps", type=int, default=1000, metavar="N",
+    steps.add_argument("--encoder-steps", type=positive_int, default=1000, metavar="N",
                        help="--stage encoder: training steps on generated faces (batch --batch-size)")
-    steps.add_argument("--optimize-steps", type=int, default=200, metavar="N",
+    steps.add_argument("--optimize-steps", type=positive_int, default=200, metavar="N",
                        help="--stage optimize: encoder fine-tuning steps on real faces")
-    steps.add_argument("--optimize-batch", type=int, default=16, metavar="N",
+    steps.add_argument("--optimize-batch", type=positive_int, default=16, metavar="N",
                        help="--stage optimize: faces per step (each passes the face-recognition net twice)")
     age = parser.add_argument_group("ageing a photo (--stage age) and evaluation")
     age.add_argument("--image", metavar="PHOTO", default=None, help="--stage age: the face photo to re-age")
     age.add_argument("--no-crop", action="store_true",
                      help="--stage age: resize the whole photo to 64x64 instead of its centre square")
-    age.add_argument("--refine-steps", type=int, default=0, metavar="N",
+    age.add_argument("--refine-steps", type=non_negative_int, default=0, metavar="N",
                      help="optimise z for the input face for N steps (identity loss) before drawing it; "
                           "--stage evaluate compares 0 with N (default there: 30)")
-    age.add_argument("--refine-lr", type=float, default=0.02, help="Adam learning rate of the z refinement")
-    age.add_argument("--eval-faces", type=int, default=48, metavar="N",
+    age.add_argument("--refine-lr", type=positive_float, default=0.02, help="Adam learning rate of the z refinement")
+    age.add_argument("--eval-faces", type=int_at_least(2), default=48, metavar="N",
                      help="--stage evaluate: how many held-out faces are re-aged and scored")
     age.add_argument("--age-classifier", default=str(AGE_CLASSIFIER), metavar="PATH.keras",
                      help="--stage evaluate on the embedded faces: the age classifier that reads generated faces")

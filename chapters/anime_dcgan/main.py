@@ -21,7 +21,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 from common import latent, stabilize  # noqa: E402
-from common.cli import base_parser, run_main  # noqa: E402
+from common.cli import base_parser, int_at_least, positive_int, run_main  # noqa: E402
 from common.errors import UserError  # noqa: E402
 
 # Per-architecture defaults of the shared stabilisation flags: the book's noisy labels (real in [0.8, 1],
@@ -40,13 +40,13 @@ def build_parser():
     net.add_argument("--arch", choices=("book", "dcgan"), default="book",
                      help="book: the book's UpSampling/MaxPooling pair with SGD; dcgan: the DCGAN paper's "
                           "strided all-convolutional pair with Adam")
-    net.add_argument("--image-size", type=int, default=32, metavar="PX",
+    net.add_argument("--image-size", type=positive_int, default=32, metavar="PX",
                      help="side of the square images, 32, 64 (the book's) or 128")
-    net.add_argument("--latent-dim", type=int, default=100, help="size of the generator's input noise z")
-    net.add_argument("--filters", type=int, default=64, metavar="F",
+    net.add_argument("--latent-dim", type=positive_int, default=100, help="size of the generator's input noise z")
+    net.add_argument("--filters", type=positive_int, default=64, metavar="F",
                      help="--arch dcgan only: width of the widest-resolution layer (ngf = ndf); 64 as in the paper's "
                           "common implementation, 32 trains about 3x faster")
-    net.add_argument("--faces", type=int, default=8000, metavar="N",
+    net.add_argument("--faces", type=positive_int, default=8000, metavar="N",
                      help="without --data: how many procedural faces make up the training set")
     score = parser.add_argument_group("scoring (--stage evaluate)")
     score.add_argument("--extractor", choices=("auto", "inception", "faces_cnn"), default="auto",
@@ -56,7 +56,7 @@ def build_parser():
                             "are at hand, else faces_cnn")
     score.add_argument("--inception-weights", metavar="FILE", default=None,
                        help="InceptionV3 ImageNet weights file (inception_v3_weights_tf_dim_ordering_tf_kernels.h5)")
-    score.add_argument("--eval-samples", type=int, default=2000, metavar="N",
+    score.add_argument("--eval-samples", type=int_at_least(2), default=2000, metavar="N",
                        help="how many generated and real images the scores compare")
     stabilize.add_flags(parser)
     for action in parser._actions:  # defaults that depend on --arch; "%(default).0s" keeps the None out of help

@@ -20,7 +20,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 from common import stabilize  # noqa: E402
-from common.cli import base_parser, explicit_flags, run_main  # noqa: E402
+from common.cli import base_parser, explicit_flags, positive_float, positive_int, run_main, unit_interval  # noqa: E402
 from common.errors import UserError  # noqa: E402
 
 # the book's optimiser settings (--book-rates); the defaults below are the ones that learn on a CPU in minutes
@@ -41,29 +41,29 @@ def build_parser():
                         help="which 3DShapeNets split to read (the procedural 'test' split is a second set)")
     shapes.add_argument("--cube-len", type=int, choices=(32, 64), default=32,
                         help="voxel grid side: 64 is the book's network, 32 drops one block on each side (CPU)")
-    shapes.add_argument("--num-shapes", type=int, default=512, metavar="N",
+    shapes.add_argument("--num-shapes", type=positive_int, default=512, metavar="N",
                         help="how many procedural shapes to train on (without --data)")
     nets = parser.add_argument_group("networks and optimisers")
-    nets.add_argument("--width", type=float, default=0.25,
+    nets.add_argument("--width", type=positive_float, default=0.25,
                       help="fraction of the book's filter counts in every hidden layer (1 = the book's 512..64)")
-    nets.add_argument("--g-lr", type=float, default=1e-3, help="generator Adam learning rate (book: 0.0025)")
-    nets.add_argument("--d-lr", type=float, default=1e-4, help="discriminator Adam learning rate (book: 1e-5)")
-    nets.add_argument("--g-beta1", type=float, default=0.5, help="generator Adam beta_1 (book: 0.5)")
-    nets.add_argument("--d-beta1", type=float, default=0.5, help="discriminator Adam beta_1 (book: 0.9)")
+    nets.add_argument("--g-lr", type=positive_float, default=1e-3, help="generator Adam learning rate (book: 0.0025)")
+    nets.add_argument("--d-lr", type=positive_float, default=1e-4, help="discriminator Adam learning rate (book: 1e-5)")
+    nets.add_argument("--g-beta1", type=unit_interval, default=0.5, help="generator Adam beta_1 (book: 0.5)")
+    nets.add_argument("--d-beta1", type=unit_interval, default=0.5, help="discriminator Adam beta_1 (book: 0.9)")
     nets.add_argument("--book-rates", action="store_true",
                       help="use the book's optimiser settings (G 0.0025/0.5, D 1e-5/0.9), overriding the four "
                            "flags above; the book's code is widely reported to end in 'always a cube' with them (see the README)")
-    nets.add_argument("--z-std", type=float, default=0.33, help="standard deviation of the latent z (book: 0.33)")
+    nets.add_argument("--z-std", type=positive_float, default=0.33, help="standard deviation of the latent z (book: 0.33)")
     nets.add_argument("--d-acc-threshold", type=float, default=1.0, metavar="A",
                       help="update D only on steps where its batch accuracy is at most A (Wu et al.: 0.8); "
                            "the default 1 always updates D: with the throttle the CPU default collapses "
                            "to one shape (see the README)")
     out = parser.add_argument_group("pictures and exports")
-    out.add_argument("--grid", type=int, default=16, metavar="N", help="shapes in each epoch's render grid")
+    out.add_argument("--grid", type=positive_int, default=16, metavar="N", help="shapes in each epoch's render grid")
     out.add_argument("--format", choices=("png", "npy", "obj"), default="png",
                      help="--stage sample output: a PNG grid of renders, one .npy of 0/1 volumes, or a folder "
                           "of .obj meshes (all thresholded at 0.5)")
-    out.add_argument("--strips", type=int, default=3, metavar="N",
+    out.add_argument("--strips", type=positive_int, default=3, metavar="N",
                      help="--stage interpolate: how many interpolation rows (each --num shapes long)")
     stabilize.add_flags(parser)
     return parser

@@ -25,7 +25,8 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 from common import latent  # noqa: E402
-from common.cli import base_parser, run_main  # noqa: E402
+from common.cli import (  # noqa: E402
+    base_parser, int_at_least, non_negative_float, non_negative_int, positive_float, positive_int, run_main)
 from common.errors import UserError  # noqa: E402
 
 FACES_SEED = 0  # the embedded training set is procedural_faces.make_dataset(--faces, FACES_SEED, --max-resolution)
@@ -36,46 +37,44 @@ FACES_CNN = Path(__file__).resolve().parents[2] / "datasets" / "faces_cnn.keras"
 
 def build_parser():
     parser = base_parser("pgan", __doc__, stages=("train", "sample", "explore", "evaluate"), batch_size=32,
+                         epochs=None,  # its length is set by --max-resolution, --fade-images and --stable-images
                          data_help="a folder of images (any size and format, searched recursively); absent: "
                                    "procedural cartoon faces rendered at --max-resolution")
-    for action in parser._actions:  # the shared per-epoch flags mean nothing to a phase schedule
-        if action.dest in ("epochs", "steps_per_epoch"):
-            action.help = "not used by this chapter: its length is set by --max-resolution, --fade-images and " \
-                          "--stable-images%(default).0s"
+    for action in parser._actions:
         if action.dest == "batch_size":
             action.help = ("minibatch from 4x4 up to 128x128 (the paper's 16; 32 keeps a CPU busier), then the "
                            "paper's 14, 6, 3 at 256, 512, 1024 (never more than this); --batch-sizes overrides")
     grow = parser.add_argument_group("progressive growing")
-    grow.add_argument("--max-resolution", type=int, default=32, metavar="PX",
+    grow.add_argument("--max-resolution", type=positive_int, default=32, metavar="PX",
                       help="final resolution, a power of two from 8 to 1024 (64 and up need more than a CPU)")
-    grow.add_argument("--fade-images", type=int, default=4000, metavar="N",
+    grow.add_argument("--fade-images", type=positive_int, default=4000, metavar="N",
                       help="real images shown while a new block fades in (alpha 0 -> 1); the paper: 800000")
-    grow.add_argument("--stable-images", type=int, default=4000, metavar="N",
+    grow.add_argument("--stable-images", type=positive_int, default=4000, metavar="N",
                       help="real images shown at full alpha after each fade-in (and at 4x4); the paper: 800000")
     grow.add_argument("--batch-sizes", default=None, metavar="RES:N,...",
                       help="per-resolution minibatch sizes, e.g. 4:64,8:64,16:32,32:16 (the rest from --batch-size)")
-    grow.add_argument("--stop-after-images", type=int, default=None, metavar="N",
+    grow.add_argument("--stop-after-images", type=positive_int, default=None, metavar="N",
                       help="stop with a checkpoint once the run has shown N real images in all (e.g. to time-box "
                            "a session); --resume goes on from there, mid-phase")
-    grow.add_argument("--tick-images", type=int, default=1000, metavar="N",
+    grow.add_argument("--tick-images", type=positive_int, default=1000, metavar="N",
                       help="log to TensorBoard and write a checkpoint every N images (and at every phase's end)")
     net = parser.add_argument_group("networks and loss")
-    net.add_argument("--latent-dim", type=int, default=512, help="size of the generator's input noise z")
-    net.add_argument("--max-filters", type=int, default=64, metavar="F",
+    net.add_argument("--latent-dim", type=positive_int, default=512, help="size of the generator's input noise z")
+    net.add_argument("--max-filters", type=positive_int, default=64, metavar="F",
                      help="cap on feature maps per layer; the paper's 512 (then 256 at 64x64, ... 16 at 1024) is "
                           "min(F, 16384 / resolution); 64 keeps the default run within 15 minutes on a CPU")
-    net.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's learning rate for both networks")
-    net.add_argument("--gp-weight", type=float, default=10.0, help="WGAN-GP gradient penalty weight (lambda)")
-    net.add_argument("--drift", type=float, default=0.001, help="weight of the drift term E[D(x)^2] on real scores")
-    net.add_argument("--faces", type=int, default=6000, metavar="N",
+    net.add_argument("--learning-rate", type=positive_float, default=1e-3, help="Adam's learning rate for both networks")
+    net.add_argument("--gp-weight", type=non_negative_float, default=10.0, help="WGAN-GP gradient penalty weight (lambda)")
+    net.add_argument("--drift", type=non_negative_float, default=0.001, help="weight of the drift term E[D(x)^2] on real scores")
+    net.add_argument("--faces", type=positive_int, default=6000, metavar="N",
                      help="without --data: how many procedural faces make up the training set")
-    net.add_argument("--cache-mb", type=int, default=2048, metavar="MB",
+    net.add_argument("--cache-mb", type=non_negative_int, default=2048, metavar="MB",
                      help="--data: keep a resolution's decoded images in memory when they fit in MB, else decode "
                           "them again every pass")
     walk = parser.add_argument_group("latent walk (--stage explore)")
-    walk.add_argument("--walk-seeds", type=int, nargs=2, default=None, metavar=("A", "B"),
+    walk.add_argument("--walk-seeds", type=non_negative_int, nargs=2, default=None, metavar=("A", "B"),
                       help="the two latents the walk goes between and back, by seed (default: --seed, --seed+1)")
-    walk.add_argument("--walk-steps", type=int, default=16, metavar="N",
+    walk.add_argument("--walk-steps", type=int_at_least(2), default=16, metavar="N",
                       help="points on the walk from A to B, both ends included (the GIF loops back to A)")
     walk.add_argument("--walk-method", choices=latent.METHODS, default="spherical", help="how the walk interpolates")
     score = parser.add_argument_group("scoring (--stage evaluate)")
@@ -85,7 +84,7 @@ def build_parser():
                             "Keras cache), auto = inception when --inception-weights is given, else faces_cnn")
     score.add_argument("--inception-weights", metavar="FILE", default=None,
                        help="InceptionV3 ImageNet weights file (inception_v3_weights_tf_dim_ordering_tf_kernels.h5)")
-    score.add_argument("--eval-samples", type=int, default=2000, metavar="N",
+    score.add_argument("--eval-samples", type=int_at_least(2), default=2000, metavar="N",
                        help="how many generated and real images the scores compare")
     latent.add_flags(parser)
     return parser

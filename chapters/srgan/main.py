@@ -24,7 +24,8 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
-from common.cli import base_parser, explicit_flags, run_main  # noqa: E402
+from common.cli import (  # noqa: E402
+    base_parser, explicit_flags, non_negative_float, non_negative_int, positive_float, positive_int, run_main)
 
 PHOTOS = Path(__file__).resolve().parents[2] / "datasets" / "srgan_photos"
 EMBEDDED_CROPS_PER_IMAGE = 40
@@ -33,23 +34,23 @@ _NOT_SAVED = {"resume", "run_dir", "stage", "num", "out", "input", "output", "ov
 
 def build_parser() -> argparse.ArgumentParser:
     parser = base_parser("srgan", __doc__, stages=("train", "pretrain", "upscale", "evaluate"), epochs=2,
-                         batch_size=8, data_help="folder of training images (any size; default: the embedded "
+                         batch_size=8, sampling=False, data_help="folder of training images (any size; default: the embedded "
                                                  "photos in datasets/srgan_photos/train)")
     model = parser.add_argument_group("SRGAN")
-    model.add_argument("--hr-size", type=int, default=96, metavar="PIXELS",
+    model.add_argument("--hr-size", type=positive_int, default=96, metavar="PIXELS",
                        help="side of the HR training crops (a multiple of 4; the book uses 256, the paper 96)")
-    model.add_argument("--residual-blocks", type=int, default=16, metavar="N",
+    model.add_argument("--residual-blocks", type=positive_int, default=16, metavar="N",
                        help="residual blocks in the generator (the book's 16)")
     model.add_argument("--bicubic-skip", action="store_true",
                        help="add the generator's output to a bicubic upscaling of its input, its last conv "
                             "starting at zero (VDSR's global residual): training starts at bicubic quality, so a "
                             "CPU run of minutes already improves on it; off = the book's generator")
-    model.add_argument("--pretrain-epochs", type=int, default=5, metavar="N",
+    model.add_argument("--pretrain-epochs", type=non_negative_int, default=5, metavar="N",
                        help="epochs of SRResNet pretraining (generator alone, pixel MSE) before the adversarial "
                             "epochs; 0 = start adversarially from random weights, as the book does")
-    model.add_argument("--pretrain-lr", type=float, default=1e-4,
+    model.add_argument("--pretrain-lr", type=positive_float, default=1e-4,
                        help="Adam learning rate (beta_1 0.5) of the pretraining (the paper's 1e-4)")
-    model.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (beta_1 0.5) of G and D")
+    model.add_argument("--lr", type=positive_float, default=2e-4, help="Adam learning rate (beta_1 0.5) of G and D")
     model.add_argument("--content-loss", choices=("auto", "vgg", "mse"), default="auto",
                        help="vgg: MSE of VGG19 features; mse: pixel MSE; auto: vgg when the VGG19 ImageNet weights "
                             "load (Keras cache, download or --vgg-weights), else mse with a one-line notice")
@@ -58,25 +59,24 @@ def build_parser() -> argparse.ArgumentParser:
                             "for machines without internet")
     model.add_argument("--vgg-layer", choices=("block3_conv3", "block5_conv4"), default="block3_conv3",
                        help="VGG19 layer of the content loss: the book's block3_conv3 or the paper's block5_conv4")
-    model.add_argument("--adversarial-weight", type=float, default=1e-3,
+    model.add_argument("--adversarial-weight", type=non_negative_float, default=1e-3,
                        help="weight of the adversarial term against the content loss's 1")
-    model.add_argument("--crops-per-image", type=int, default=None, metavar="N",
+    model.add_argument("--crops-per-image", type=positive_int, default=None, metavar="N",
                        help=f"random crops of each image per epoch (default: {EMBEDDED_CROPS_PER_IMAGE} for the "
                             "embedded photos, 1 for --data)")
     model.add_argument("--eval-data", metavar="DIR", default=str(PHOTOS / "evaluate"),
                        help="held-out images for the per-epoch validation crops and --stage evaluate")
-    model.add_argument("--val-crops", type=int, default=4, metavar="N",
+    model.add_argument("--val-crops", type=positive_int, default=4, metavar="N",
                        help="fixed validation crops shown (LR | bicubic | SR | HR) and scored every epoch")
     up = parser.add_argument_group("upscaling (--stage upscale) and evaluation")
     up.add_argument("--input", metavar="IMG_OR_DIR", default=None, help="image or folder of images to upscale 4x")
     up.add_argument("--output", metavar="PATH", default=None,
                     help="output PNG (or folder, for a folder --input); default: beside the input, named *_x4.png")
-    up.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     up.add_argument("--generator", metavar="FILE", default=None,
                     help="a saved generator .keras file (default: the run's SRGAN generator, else its SRResNet)")
-    up.add_argument("--tile", type=int, default=128, metavar="PIXELS",
+    up.add_argument("--tile", type=positive_int, default=128, metavar="PIXELS",
                     help="LR tile side; the output tile is 4x larger (memory grows with its square)")
-    up.add_argument("--tile-overlap", type=int, default=32, metavar="PIXELS",
+    up.add_argument("--tile-overlap", type=non_negative_int, default=32, metavar="PIXELS",
                     help="LR pixels adjacent tiles share; their outputs are blended across it")
     return parser
 

@@ -17,16 +17,16 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 from common import stabilize  # noqa: E402
-from common.cli import base_parser, run_main  # noqa: E402
+from common.cli import base_parser, int_at_least, non_negative_int, positive_int, run_main  # noqa: E402
 
 
 def main(argv: Sequence[str]) -> int:
     parser = base_parser("vanilla_gan", __doc__, stages=("train", "sample", "evaluate"), epochs=30, batch_size=32)
-    parser.add_argument("--latent-dim", type=int, default=100, help="size of the generator's input noise z")
-    parser.add_argument("--eval-every", type=int, default=0, metavar="N",
+    parser.add_argument("--latent-dim", type=positive_int, default=100, help="size of the generator's input noise z")
+    parser.add_argument("--eval-every", type=non_negative_int, default=0, metavar="N",
                         help="score the generator every N epochs during training (FID/KID/IS with the MNIST "
                              "classifier's features, digit coverage); 0 = only with --stage evaluate")
-    parser.add_argument("--eval-samples", type=int, default=2000, metavar="N",
+    parser.add_argument("--eval-samples", type=int_at_least(2), default=2000, metavar="N",
                         help="how many generated and real digits the scores compare")
     stabilize.add_flags(parser)
     args = parser.parse_args(argv)
