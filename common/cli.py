@@ -41,8 +41,9 @@ def base_parser(chapter: str, description: str, stages: Sequence[str], default_s
     `sampling=False` leaves out --num and --out (a chapter without a sample stage): a flag that is offered
     is a flag that is read.
     """
+    # allow_abbrev=False: a prefix such as --out must not silently mean SRGAN's --output
     parser = _Parser(prog=f"{PYTHON} chapters/{chapter}/main.py", description=description,
-                     formatter_class=_Formatter)
+                     formatter_class=_Formatter, allow_abbrev=False)
     parser.set_defaults(chapter=chapter)
     parser.add_argument("--stage", choices=stages, default=default_stage,
                         help="what to do: " + ", ".join(stages))

@@ -36,8 +36,11 @@ def save_png(path: str | os.PathLike, picture: np.ndarray) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(picture).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    try:
+        Image.fromarray(picture).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:  # a failed or interrupted write leaves nothing behind
+        tmp.unlink(missing_ok=True)
     return path
 
 

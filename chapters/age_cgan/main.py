@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 
 import numpy as np  # noqa: E402  (cheap; TensorFlow itself is imported after argument parsing)
 
-from common.cli import base_parser, int_at_least, non_negative_int, positive_float, positive_int, run_main  # noqa: E402
+from common.cli import (  # noqa: E402
+    PYTHON, base_parser, int_at_least, non_negative_int, positive_float, positive_int, run_main)
 from common.errors import UserError  # noqa: E402
 
 STAGES = ("gan", "encoder", "optimize", "age", "evaluate", "all")
@@ -85,6 +86,12 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if args.stage == "age" and not args.image:
         raise UserError("--stage age needs --image PHOTO (a face photo; any size)")
+    if args.image and not Path(args.image).is_file():
+        raise UserError(f"--image {args.image} does not exist")
+    if args.out and args.stage in ("age", "all"):  # checked before hours of training, not after
+        from common.run import output_file
+
+        output_file(args.out, args.overwrite, inputs=[args.image])
     if not 0 < args.width <= 4:
         raise UserError(f"--width must be in (0, 4], got {args.width}")
     from common.run import open_run
@@ -124,7 +131,7 @@ class Stages:
 
     # --- helpers ----------------------------------------------------------------------------------
     def command(self, stage: str) -> str:
-        return f"python chapters/age_cgan/main.py --stage {stage} --run-dir {self.run}"
+        return f"{PYTHON} chapters/age_cgan/main.py --stage {stage} --run-dir {self.run}"
 
     def load(self, name: str):
         from common.checkpoints import load_model
@@ -280,7 +287,11 @@ class Stages:
     def age(self, image_path: str | None = None) -> None:
         from chapters.age_cgan.data import NUM_CLASSES, load_photo
         from common.images import make_grid, save_png
+        from common.run import output_file
 
+        out = None
+        if self.args.out:  # never over the photo itself, nor an existing file without --overwrite
+            out = output_file(self.args.out, self.args.overwrite, inputs=[image_path or self.args.image])
         encoder, generator = self.load("encoder_optimized"), self.load("generator")
         if image_path is None and self.args.image is None:  # --stage all: one embedded face the GAN never saw
             face, _ = self.held_out_faces(1)
@@ -289,7 +300,7 @@ class Stages:
         z, before, after = encode_and_refine(encoder, generator, self.fr_model(), x, self.args.refine_steps,
                                              self.args.refine_lr)
         aged = generator.predict([np.repeat(z, NUM_CLASSES, 0), np.eye(NUM_CLASSES, dtype="float32")], verbose=0)
-        out = Path(self.args.out) if self.args.out else self.run.samples / f"age_{Path(image_path or self.args.image).stem}.png"
+        out = out or self.run.samples / f"age_{Path(image_path or self.args.image).stem}.png"
         save_png(out, make_grid(np.concatenate([x, aged]), columns=NUM_CLASSES + 1))
         note = f"; after {self.args.refine_steps} refinement steps {after[0]:.3f}" if self.args.refine_steps else ""
         print(f"identity distance input vs its six ages: {before[0]:.3f} from the encoder{note}")

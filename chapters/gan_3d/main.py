@@ -158,8 +158,18 @@ def sample_stage(run, args) -> int:
     import numpy as np
 
     from common.images import save_png
+    from common.run import output_file
     from common.voxels import render_grid, write_obj
 
+    if args.out and args.format == "obj":  # one file per shape into a folder: the folder must be new or empty
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--format obj writes one file per shape into a folder, and {out} is a file")
+        if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+            raise UserError(f"--out {out} already holds files; pass --overwrite to write over its shape_*.obj "
+                            "files, or choose another folder")
+    elif args.out:
+        output_file(args.out, args.overwrite)
     generator = _generator(run, args)
     shapes = _generate(generator, fixed_latents(args.num, args.z_std, args.seed, generator.inputs[0].shape[-1]))
     if args.format == "png":
@@ -168,23 +178,37 @@ def sample_stage(run, args) -> int:
     elif args.format == "npy":
         out = Path(args.out or run.samples / f"sample_seed{args.seed}.npy")
         out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, (shapes > 0.5).astype(np.uint8))
+        atomic_save_npy(out, (shapes > 0.5).astype(np.uint8))
     else:
         out = Path(args.out or run.samples / f"obj_seed{args.seed}")
-        if out.exists() and not out.is_dir():
-            raise UserError(f"--format obj writes one file per shape into a folder, and {out} is a file")
         faces = [write_obj(out / f"shape_{i:03d}.obj", shape)[1] for i, shape in enumerate(shapes)]
         print(f"meshes of {min(faces)} to {max(faces)} faces (exposed voxel faces only)")
     print(f"wrote {args.num} generated {args.category} shapes (seed {args.seed}, threshold 0.5) to {out}")
     return 0
 
 
+def atomic_save_npy(path: Path, array) -> None:
+    """np.save via a temporary name: an interrupted write never leaves half an array under `path`."""
+    import numpy as np
+
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def interpolate_stage(run, args) -> int:
     import numpy as np
 
     from common.images import save_png
+    from common.run import output_file
     from common.voxels import interpolate_latents, render_grid
 
+    if args.out:
+        output_file(args.out, args.overwrite)
     generator = _generator(run, args)
     steps = max(2, args.num)
     ends = fixed_latents(2 * args.strips, args.z_std, args.seed, generator.inputs[0].shape[-1])

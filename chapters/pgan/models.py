@@ -161,3 +161,39 @@ def _apply(block, x):
     for layer in block:
         x = layer(x)
     return x
+
+
+# --- what a training step holds in memory (estimated before anything is built) --------------------------------
+
+def feature_maps(level: int, max_filters: int, latent_dim: int, channels: int = 3) -> tuple[list, list]:
+    """Per-sample shapes of every layer output of G and D in the fade-in to `level` (the larger of its two
+    phases: both resolutions' paths run), as `Growing` builds them."""
+    nf = [filters_at(resolution(k), max_filters) for k in range(level + 1)]
+    g = [(latent_dim,), (latent_dim,), (16 * nf[0],)] + [(4, 4, nf[0])] * 5  # norm, dense, act/norm, conv/act/norm
+    d = [(4, 4, nf[0] + 1)] + [(4, 4, nf[0])] * 2 + [(nf[0],)] * 2 + [(1,)]  # stddev, conv/act, dense/act, score
+    for k in range(1, level + 1):
+        r = resolution(k)
+        g += [(r, r, nf[k - 1])] + [(r, r, nf[k])] * 6  # upsample, 2 x (conv, act, norm)
+        d += [(r, r, nf[k])] * 2 + [(r, r, nf[k - 1])] * 2 + [(r // 2, r // 2, nf[k - 1])]  # conv/act x 2, pool
+    r = resolution(level)
+    g += [(r, r, channels)]  # toRGB
+    d += [(r, r, channels), (r, r, nf[level]), (r, r, nf[level])]  # the image, fromRGB and its activation
+    if level:
+        g += [(r // 2, r // 2, channels), (r, r, channels), (r, r, channels)]  # old toRGB, upsampled, blend
+        d += [(r // 2, r // 2, channels)] + [(r // 2, r // 2, nf[level - 1])] * 3  # pool, old fromRGB/act, blend
+    return g, d
+
+
+def parameter_count(level: int, max_filters: int, latent_dim: int, channels: int = 3) -> tuple[int, int]:
+    """Weights of G and D up to `level` (every block, toRGB and fromRGB), without building them."""
+    nf = [filters_at(resolution(k), max_filters) for k in range(level + 1)]
+    conv = lambda k, cin, cout: k * k * cin * cout + cout  # noqa: E731
+    g = latent_dim * 16 * nf[0] + 16 * nf[0] + conv(3, nf[0], nf[0])
+    d = conv(3, nf[0] + 1, nf[0]) + (16 * nf[0] * nf[0] + nf[0]) + (nf[0] + 1)
+    for k in range(level + 1):
+        if k:
+            g += conv(3, nf[k - 1], nf[k]) + conv(3, nf[k], nf[k])
+            d += conv(3, nf[k], nf[k]) + conv(3, nf[k], nf[k - 1])
+        g += conv(1, nf[k], channels)
+        d += conv(1, channels, nf[k])
+    return g, d

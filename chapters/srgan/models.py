@@ -274,3 +274,63 @@ class SRGAN(SRResNet):
         for name, value in zip(self.tracked, values):
             self.trackers[name].update_state(tf.reduce_mean(tf.cast(value, tf.float32)))
         return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+
+# --- memory of one training step (checked before anything is built) ------------------------------------
+
+_D_FILTERS = (64, 64, 128, 128, 256, 256, 512, 512)
+_VGG_BLOCKS = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))  # (convs, filters) of VGG19's five blocks
+
+
+def step_feature_maps(hr_size: int, residual_blocks: int, discriminator: bool = True,
+                      vgg_layer: str | None = None) -> list[tuple[int, ...]]:
+    """Per-example shapes of the tensors one training step keeps for its backward pass.
+
+    Generator: its layers at LR, after each 2x upsampling and at HR; discriminator: its eight conv blocks and
+    dense head at HR, three times (D on HR and on SR for its update, on SR again for G's loss); VGG19: its
+    layers up to `vgg_layer` on SR and on HR.
+    """
+    hr, lr = hr_size, hr_size // SCALE
+    maps = [(hr, hr, 3), (lr, lr, 3)]  # the batch
+    maps += [(lr, lr, 64)] * (2 + 6 * residual_blocks + 3)  # head conv+ReLU; per block 2 convs, ReLU, 2 BN, add;
+    for side, filters in ((2 * lr, 64), (4 * lr, 256)):     # body conv, BN, skip
+        maps += [(side, side, filters), (side, side, 256), (side, side, 256)]  # upsampling, conv, ReLU
+    maps += [(hr, hr, 3)] * 3  # tail conv, tanh, (bicubic) output
+    if discriminator:
+        side, blocks = hr, []
+        for i, filters in enumerate(_D_FILTERS):
+            side = -(-side // (2 if i % 2 else 1))
+            blocks += [(side, side, filters)] * (2 if i == 0 else 3)  # conv, BN (not the first), LeakyReLU
+        blocks += [(side, side, 1024)] * 2 + [(side, side, 1)] * 2
+        maps += blocks * 3
+    if vgg_layer:
+        side, stop = hr, (3, 3) if vgg_layer == "block3_conv3" else (5, 4)
+        vgg = [(hr, hr, 3)]  # preprocess_input
+        for block, (convs, filters) in enumerate(_VGG_BLOCKS, start=1):
+            last = stop[1] if block == stop[0] else convs
+            vgg += [(side, side, filters)] * last
+            if block == stop[0]:
+                break
+            side //= 2
+            vgg.append((side, side, filters))  # max pooling
+        maps += vgg * 2
+    return maps
+
+
+def conv_scratch_bytes(hr_size: int) -> float:
+    """The largest temporary buffer of the backward pass: TensorFlow's CPU convolution gradients unfold their
+    input into a (pixels, k*k*channels) matrix, one image at a time, for the filter and again for the input
+    gradient. The generator's last conv (9x9 over 256 channels at HR) dwarfs every other layer: 20,736 floats
+    per output pixel, measured at 2 x that per image (kernel + input gradient) on TF 2.x CPU."""
+    return 2.0 * 9 * 9 * 256 * hr_size * hr_size * 4
+
+
+def parameter_count(residual_blocks: int, discriminator: bool = True) -> int:
+    """Weights of G (and D): 2.04 M + 0.15 M per residual block beyond the book's 16; D 5.2 M."""
+    generator = (9 * 9 * 3 * 64 + 64) + residual_blocks * (2 * (9 * 64 * 64 + 64) + 8 * 64) \
+        + (9 * 64 * 64 + 64 + 4 * 64) + (9 * 64 * 256 + 256) + (9 * 256 * 256 + 256) + (81 * 256 * 3 + 3)
+    if not discriminator:
+        return generator
+    convs = sum(9 * cin * cout + cout + (4 * cout if i else 0)
+                for i, (cin, cout) in enumerate(zip((3, *_D_FILTERS[:-1]), _D_FILTERS)))
+    return generator + convs + 512 * 1024 + 1024 + 1024 + 1
