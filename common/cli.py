@@ -76,8 +76,13 @@ def base_parser(chapter: str, description: str, stages: Sequence[str], default_s
     parser.add_argument("--overwrite", action="store_true",
                         help="let --out (or --output) replace a file that already exists (never an input)")
     speed = parser.add_argument_group("speed and scale")
+    speed.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                       help="compute precision (weights, optimizer state and losses stay float32): auto = bfloat16 "
+                            "on a CPU with native bfloat16 (avx512_bf16/AMX) where the chapter's results hold, "
+                            "float16 with loss scaling on an NVIDIA GPU with tensor cores, else float32")
     speed.add_argument("--mixed-precision", action="store_true",
-                       help="mixed float16 compute on a GPU (float32 master weights, loss scaling)")
+                       help="the same as --precision float16 (mixed float16 on a GPU, float32 master weights, "
+                            "loss scaling)")
     speed.add_argument("--xla", action="store_true", help="compile train steps with XLA (jit_compile)")
     speed.add_argument("--strategy", choices=STRATEGIES, default="auto",
                        help="tf.distribute strategy: auto = mirrored over all GPUs when there are several, "

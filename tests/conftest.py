@@ -58,7 +58,10 @@ def vanilla_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _seeded():
-    """Op determinism (TF_DETERMINISTIC_OPS) needs every random op seeded: seed each test."""
+    """Op determinism (TF_DETERMINISTIC_OPS) needs every random op seeded: seed each test. A chapter's main sets
+    the process-wide dtype policy (--precision): the next test starts in float32 again."""
     import keras
 
     keras.utils.set_random_seed(1234)
+    yield
+    keras.mixed_precision.set_global_policy("float32")

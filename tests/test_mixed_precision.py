@@ -1,7 +1,8 @@
-"""--mixed-precision on every chapter: one train step under the mixed_float16 policy (on the CPU, tiny networks).
+"""--precision on every chapter: one train step under the mixed_float16 and mixed_bfloat16 policies (on the CPU,
+tiny networks), the choice --precision auto makes, and a bfloat16 run resumed in float32.
 
-What a GPU run relies on: finite losses, generator outputs in float32 (the last activation is float32), and
-both optimizers wrapped in a LossScaleOptimizer so float16 gradients do not underflow. The step is the
+What a run relies on: finite losses, generator outputs in float32 (the last activation is float32), and under
+float16 both optimizers wrapped in a LossScaleOptimizer so float16 gradients do not underflow. The step is the
 chapter's own `train_step` (the code `fit_gan` compiles), run eagerly here to save tracing time.
 """
 from __future__ import annotations
@@ -18,14 +19,14 @@ BATCH = 2
 SR_BATCH = 1
 
 
-@pytest.fixture
-def mixed():
-    """The global policy is mixed_float16 for the test (models must be built under it), float32 again after."""
+@pytest.fixture(params=["mixed_float16", "mixed_bfloat16"])
+def mixed(request):
+    """The global policy for the test (models must be built under it), float32 again after."""
     import keras
 
     before = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    yield
+    keras.mixed_precision.set_global_policy(request.param)
+    yield request.param
     keras.mixed_precision.set_global_policy(before)
 
 
@@ -43,10 +44,13 @@ def _one_step(model, arrays: dict, batch_size: int = BATCH) -> dict:
 def _check(model, logs: dict, generator_input, optimizers=("d_optimizer", "g_optimizer")) -> None:
     import keras
 
+    policy = keras.mixed_precision.global_policy()
     assert logs and all(math.isfinite(v) for v in logs.values()), logs
-    for name in optimizers:
-        assert isinstance(getattr(model, name), keras.optimizers.LossScaleOptimizer), name
-    assert model.generator.compute_dtype == "float16"  # the policy really applied: the layers compute in float16
+    for name in optimizers:  # loss scaling for float16 only: bfloat16 has float32's exponent range
+        scaled = isinstance(getattr(model, name), keras.optimizers.LossScaleOptimizer)
+        assert scaled == (policy.name == "mixed_float16"), name
+    assert model.generator.compute_dtype == policy.compute_dtype  # the policy really applied to the layers
+    assert all(v.dtype == "float32" for v in model.generator.trainable_variables)  # float32 master weights
     out = model.generator(generator_input, training=False)
     assert out.dtype == "float32", out.dtype
     assert np.isfinite(np.asarray(out)).all()
@@ -124,7 +128,7 @@ def test_age_cgan_gan_stage(mixed):
     _check(gan, logs, [_latent(models.LATENT_DIM), labels[:BATCH]])
 
 
-def test_pgan_trains_in_float32_and_says_so(mixed, tmp_path, capsys, monkeypatch):
+def test_pgan_trains_in_float32_and_says_so(tmp_path, capsys, monkeypatch):
     """The progressive GAN keeps float32 (its gradient penalty needs it): --mixed-precision is answered with one
     line, and the chapter's own compiled step runs in float32 even when the process-wide policy was mixed."""
     import keras
@@ -142,6 +146,7 @@ def test_pgan_trains_in_float32_and_says_so(mixed, tmp_path, capsys, monkeypatch
         seen["compute"] = generator.compute_dtype
         return None  # stop after the first step of the first phase
 
+    keras.mixed_precision.set_global_policy("mixed_float16")  # a process-wide mixed policy the chapter must undo
     monkeypatch.setattr(pgan.Trainer, "_phase", first_step_only)
     argv = ["--max-resolution", "8", "--batch-size", "4", "--faces", "8", "--latent-dim", "8", "--max-filters", "4",
             "--mixed-precision", "--run-dir", tmp_path / "run"]
@@ -150,3 +155,49 @@ def test_pgan_trains_in_float32_and_says_so(mixed, tmp_path, capsys, monkeypatch
     assert keras.mixed_precision.global_policy().name == "float32"
     assert seen["compute"] == "float32" and seen["dtype"] == "float32"
     assert seen["logs"] and all(math.isfinite(v) for v in seen["logs"].values()), seen["logs"]
+
+
+CPU_FLAGS = "processor : 0\nflags : fpu sse2 avx2 avx512f {extra}\n"
+
+
+@pytest.mark.parametrize("requested,extra,chapter_ok,chosen", [
+    ("auto", "", True, "float32"),                   # no native bfloat16: float32
+    ("auto", "avx512_bf16", True, "bfloat16"),       # AVX512-BF16
+    ("auto", "amx_bf16", True, "bfloat16"),          # AMX
+    ("auto", "avx512_bf16", False, "float32"),       # a chapter whose results do not hold in bfloat16
+    ("float16", "avx512_bf16", True, "float32"),     # float16 on a CPU is slower: refused with one line
+    ("bfloat16", "", True, "bfloat16"),              # asked for explicitly: given
+    ("float32", "avx512_bf16", True, "float32"),
+])
+def test_auto_precision_choice(requested, extra, chapter_ok, chosen):
+    from common.devices import choose_precision
+
+    said = []
+    assert choose_precision(requested, [], said.append, chapter_ok, CPU_FLAGS.format(extra=extra)) == chosen
+    if requested == "auto":
+        assert len(said) == 1 and said[0].startswith(f"precision auto: {chosen}")
+
+
+def test_a_bfloat16_run_resumes_in_float32(tmp_path, capsys):
+    """Checkpoints hold float32 variables under either policy; outputs stay float32 under bfloat16."""
+    import keras
+
+    from chapters.anime_dcgan.main import main
+    from common.checkpoints import load_model
+
+    run = tmp_path / "run"
+    tiny = ["--arch", "dcgan", "--filters", "4", "--faces", "32", "--batch-size", "8", "--steps-per-epoch", "2",
+            "--latent-dim", "8", "--run-dir", run]
+    assert run_main(main, [*tiny, "--epochs", "1", "--precision", "bfloat16"]) == 0
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    generator = load_model(run / "models" / "generator.keras", "")
+    assert generator.compute_dtype == "bfloat16"
+    assert generator.predict(np.zeros((2, 8), np.float32), verbose=0).dtype == np.float32
+    capsys.readouterr()
+    assert run_main(main, ["--resume", run, "--epochs", "2", "--precision", "float32"]) == 0
+    assert "resumed" in capsys.readouterr().out
+    assert keras.mixed_precision.global_policy().name == "float32"
+    import json
+
+    assert json.loads((run / "config.json").read_text())["precision"] == "float32"
+    assert load_model(run / "models" / "generator.keras", "").compute_dtype == "float32"

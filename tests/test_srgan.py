@@ -272,15 +272,283 @@ def test_bad_upscale_inputs_are_one_sentence(srgan_run, tmp_path, capsys):
     assert "does not exist" in _error_line(capsys)
 
 
-def test_resume_after_a_kill_during_pretraining_continues_the_run(tmp_path, capsys):
+# --- pretrain, then train: the run's own flags and its pretrained generator ----------------------------------
+
+TINY32 = [*TINY[:2], "--hr-size", "32", *TINY[4:]]
+
+
+def _generator_weights(path) -> list[np.ndarray]:
+    import keras
+
+    import chapters.srgan.models  # noqa: F401  (BicubicResidual)
+
+    return [w.numpy() for w in keras.saving.load_model(path, safe_mode=True, compile=False).weights]
+
+
+@pytest.mark.parametrize("later", [["--stage", "train", "--run-dir"], ["--resume"]])
+def test_train_after_pretrain_uses_the_runs_flags_and_starts_from_its_pretrained_generator(later, tmp_path,
+                                                                                          monkeypatch, capsys):
+    """The README's flow: `--stage pretrain ... --run-dir RUN`, then `--stage train --run-dir RUN` (or `--resume
+    RUN`) with no other flag: the saved flags (32 px crops, bicubic skip) are used, the finished pretraining is
+    not run again, and the adversarial phase starts from the pretrained weights."""
+    import json
+
+    import common.train
+    from chapters.srgan.models import SRGAN, BicubicResidual
+
     run_dir = tmp_path / "run"
-    assert run_main(main, [*TINY, "--run-dir", run_dir, "--stage", "pretrain"]) == 0
-    assert not (run_dir / "checkpoints" / "checkpoint").exists()
+    assert run_main(main, [*TINY32, "--stage", "pretrain", "--run-dir", run_dir]) == 0
+    pretrained = run_dir / "pretrain" / "models" / "generator.keras"
+    saved, history = pretrained.read_bytes(), (run_dir / "pretrain" / "history.csv").read_text()
+    starts = []
+    real_fit_gan = common.train.fit_gan
+
+    def spy(gan, *args, **kwargs):
+        if isinstance(gan, SRGAN):
+            starts.append([w.numpy() for w in gan.generator.weights])
+        return real_fit_gan(gan, *args, **kwargs)
+
+    monkeypatch.setattr(common.train, "fit_gan", spy)
     capsys.readouterr()
-    assert run_main(main, ["--resume", run_dir, "--pretrain-epochs", "1"]) == 0
+    assert run_main(main, [*later, run_dir]) == 0
     out = capsys.readouterr().out
-    assert "already trained 1 epochs" in out and "SRGAN training" in out
+    assert f"{run_dir / 'pretrain'} has already trained its 1 epochs" in out, out
+    assert f"run: {run_dir / 'pretrain'} " not in out  # no pretraining epoch ran
+    assert pretrained.read_bytes() == saved and (run_dir / "pretrain" / "history.csv").read_text() == history
+    assert len(starts) == 1
+    for start, trained in zip(starts[0], _generator_weights(pretrained), strict=True):
+        np.testing.assert_array_equal(start, trained)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["bicubic_skip"] is True and config["hr_size"] == 32 and config["content_loss"] == "mse"
+    strip = np.asarray(Image.open(run_dir / "samples" / "epoch_0001.png"))
+    assert strip.shape == (2 * 34 + 2, 4 * 34 + 2, 3)  # the adversarial phase ran on the run's 32 px crops
+    import keras
+
+    adversarial = keras.saving.load_model(run_dir / "models" / "generator.keras", safe_mode=True, compile=False)
+    assert isinstance(adversarial.get_layer("sr"), BicubicResidual)
     assert (run_dir / "checkpoints" / "checkpoint").exists()
+
+
+def test_resume_after_a_kill_during_pretraining_resumes_the_pretraining(tmp_path, capsys):
+    import json
+
+    run_dir = tmp_path / "run"
+    assert run_main(main, [*TINY32, "--run-dir", run_dir, "--stage", "pretrain"]) == 0
+    # as if the run had been started with 2 pretraining epochs and killed after the first one's checkpoint
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, "pretrain_epochs": 2}))
+    capsys.readouterr()
+    assert run_main(main, ["--resume", run_dir]) == 0
+    out = capsys.readouterr().out
+    assert f"resumed {run_dir / 'pretrain'} at epoch 1" in out and "SRGAN training" in out, out
+    assert len((run_dir / "pretrain" / "history.csv").read_text().splitlines()) == 1 + 2  # epochs 1 and 2
+    assert (run_dir / "pretrain" / "checkpoints" / "ckpt-2.index").exists()
+    assert (run_dir / "checkpoints" / "checkpoint").exists()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["pretrain_epochs"] == 2 and config["bicubic_skip"] is True and config["hr_size"] == 32
+
+
+# --- upscaling: progress, interrupts, the one output rule --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_generator(tmp_path_factory):
+    """An untrained one-block generator saved as .keras (upscaling does not need a trained one)."""
+    from chapters.srgan import models
+    from common.checkpoints import save_model
+
+    return save_model(models.build_generator(residual_blocks=1, bicubic_skip=True),
+                      tmp_path_factory.mktemp("generator") / "generator.keras")
+
+
+def test_upscale_progress_shows_tiles_elapsed_and_eta():
+    import io
+
+    from chapters.srgan.images import Progress
+
+    stream = io.StringIO()
+    progress = Progress(10, "photo.png", stream, every=0.0, first_after=0.0)
+    for _ in range(10):
+        progress()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 9 and lines[0].startswith("photo.png: 1/10 tiles, 0:00:00 elapsed, ETA 0:00:0"), lines
+    quiet = io.StringIO()  # a job shorter than `first_after` says nothing until its result line
+    for _ in range(3):
+        Progress(3, "x", quiet)()
+    assert quiet.getvalue() == ""
+
+
+class _Lines:
+    """A subprocess's stderr, read line by line in a thread (so that waiting for a line can time out)."""
+
+    def __init__(self, process) -> None:
+        import queue
+        import threading
+
+        self.process, self.queue, self.seen = process, queue.Queue(), []
+        self.thread = threading.Thread(target=lambda: [self.queue.put(line) for line in process.stderr], daemon=True)
+        self.thread.start()
+
+    def until(self, text: str, timeout: float) -> str:
+        """The first new line holding `text`, or "" when the process ended (or the time ran out) before."""
+        import queue
+        import time
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                self.seen.append(self.queue.get(timeout=0.5))
+            except queue.Empty:
+                if self.process.poll() is not None and not self.thread.is_alive() and self.queue.empty():
+                    return ""
+                continue
+            if text in self.seen[-1]:
+                return self.seen[-1]
+        return ""
+
+    def all(self) -> str:
+        self.thread.join(timeout=30)
+        while not self.queue.empty():
+            self.seen.append(self.queue.get())
+        return "".join(self.seen)
+
+
+def test_sigterm_during_an_upscale_leaves_no_partial_file(tiny_generator, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.random.default_rng(7).integers(0, 256, (1024, 1024, 3), dtype=np.uint8)).save(
+        photos / "big.png")
+    out = tmp_path / "new_folder"
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "chapters/srgan/main.py"), "--stage", "upscale", "--generator",
+         str(tiny_generator), "--input", str(photos / "big.png"), "--output", str(out / "big_x4.png"),
+         "--tile", "32", "--tile-overlap", "8"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stderr = _Lines(process)
+    try:
+        progress = stderr.until(" tiles, ", timeout=240)
+        assert progress and process.poll() is None, f"no progress line before it exited {process.returncode}: " \
+                                                    f"{stderr.all()[-2000:]}"
+        assert "/1849 tiles, " in progress and " elapsed, ETA " in progress, progress  # 43 x 43 tiles
+        assert list(photos.iterdir()) == [photos / "big.png"] and (out / ".big_x4.png.partial").exists()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    text = stderr.all()
+    assert process.returncode == 143, text[-2000:]
+    assert "interrupted (SIGTERM)" in text and "--resume" not in text, text[-2000:]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["photos", "photos/big.png"]
+
+
+def test_upscale_a_folder_twice_never_upscales_its_own_outputs(tiny_generator, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    rng = np.random.default_rng(8)
+    Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 256, (9, 14, 3), dtype=np.uint8)).save(folder / "more" / "b.jpg")
+    args = ["--stage", "upscale", "--generator", tiny_generator, "--input", folder, "--output", folder]
+    assert run_main(main, args) == 0
+    names = ["a.png", "a_x4.png", "more/b.jpg", "more/b_x4.png"]
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.*")) == names
+    capsys.readouterr()
+    assert run_main(main, args) == 2  # its outputs are there: replacing them needs --overwrite
+    line = _error_line(capsys)
+    assert "a_x4.png already exists; pass --overwrite" in line and "(1 more of the outputs too)" in line, line
+    before = (folder / "a_x4.png").stat().st_mtime_ns
+    assert run_main(main, [*args, "--overwrite"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 2 file(s)" in out and "own outputs" in out, out
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.*")) == names  # no *_x4_x4.png
+    assert (folder / "a_x4.png").stat().st_mtime_ns > before  # the originals were redone
+    with Image.open(folder / "more" / "b_x4.png") as image:
+        assert image.size == (56, 36)
+
+
+def test_upscale_outputs_follow_the_one_output_rule(tiny_generator, tmp_path, capsys):
+    source = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(9).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(source)
+    (tmp_path / "a_folder").mkdir()
+    base = ["--stage", "upscale", "--generator", tiny_generator, "--input", source]
+    assert run_main(main, [*base, "--output", tmp_path / "a_folder"]) == 2  # a folder for one image
+    assert "a_folder is a folder" in _error_line(capsys)
+    for flags in ([], ["--overwrite"]):  # an input is never written over
+        assert run_main(main, [*base, "--output", source, *flags]) == 2
+        assert "is the input file" in _error_line(capsys)
+    (tmp_path / "b.png").write_bytes(b"keep")
+    assert run_main(main, ["--stage", "upscale", "--generator", tiny_generator, "--input", source, "--output",
+                           tmp_path / "b.png"]) == 2
+    assert "already exists; pass --overwrite" in _error_line(capsys)
+    assert (tmp_path / "b.png").read_bytes() == b"keep" and list((tmp_path / "a_folder").iterdir()) == []
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("d.png", "d.jpg"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(two / name)
+    assert run_main(main, ["--stage", "upscale", "--generator", tiny_generator, "--input", two]) == 2
+    assert "would both be written to" in _error_line(capsys)
+
+
+# --- models of the wrong kind, memory ------------------------------------------------------------------------
+
+def test_a_generator_of_the_wrong_kind_or_a_damaged_file_is_one_sentence(tmp_path, capsys):
+    import keras
+
+    from chapters.srgan import models
+    from common.checkpoints import save_model
+
+    source = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(10).integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(source)
+    wrong = {
+        "discriminator": models.build_discriminator(),
+        "vanilla": keras.Sequential([keras.Input((16,)), keras.layers.Dense(8 * 8 * 3),
+                                     keras.layers.Reshape((8, 8, 3))]),
+        "same_size": keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(3, 3, padding="same")]),
+        "fixed_2x": keras.Sequential([keras.Input((20, 20, 3)), keras.layers.UpSampling2D(2)]),
+    }
+    damaged = tmp_path / "damaged.keras"
+    damaged.write_bytes(np.random.default_rng(11).bytes(5000))
+    paths = [save_model(model, tmp_path / f"{name}.keras") for name, model in wrong.items()] + [damaged]
+    run_dir = tmp_path / "run"  # evaluate writes its scores into a run
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text('{"chapter": "srgan"}')
+    for path in paths:
+        for stage in (["--stage", "upscale", "--input", source, "--output", tmp_path / "out.png"],
+                      ["--stage", "evaluate", "--run-dir", run_dir]):
+            assert run_main(main, [*stage, "--generator", path]) == 2, (path, stage)
+            line = _error_line(capsys)
+            assert str(path) in line, line
+            assert ("is not an SRGAN generator" if path != damaged else "is not a Keras model file") in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([p.name for p in paths] + ["photo.png", "run"])
+    assert list(run_dir.iterdir()) == [run_dir / "config.json"]
+
+
+def test_a_training_step_too_big_for_memory_is_refused_before_anything_is_built(tmp_path, capsys):
+    import subprocess
+    import sys
+    import time
+
+    from chapters.srgan.main import build_parser, check_memory, step_memory_bytes
+    from conftest import ROOT
+
+    run_dir = tmp_path / "run"
+    limit = "import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_AS, (12 << 30, 12 << 30)); " \
+            "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    started = time.time()  # (under a 12 GiB address-space limit: code that tried would fail, not swamp the machine)
+    result = subprocess.run([sys.executable, "-c", limit, str(ROOT / "chapters/srgan/main.py"), "--hr-size", "100000",
+                             "--run-dir", str(run_dir)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: SRGAN training at --hr-size 100000"), lines
+    assert " GiB for one training step" in lines[0] and "lower --hr-size or --batch-size" in lines[0]
+    assert time.time() - started < 60 and not run_dir.exists()
+    default_cpu_run = build_parser().parse_args(["--hr-size", "48", "--batch-size", "4", "--bicubic-skip"])
+    check_memory(default_cpu_run, default_cpu_run.vgg_layer)  # the default CPU configuration passes
+    assert 0.2 * 2 ** 30 < step_memory_bytes(default_cpu_run, "block3_conv3") < 2 * 2 ** 30
 
 
 def test_help_lists_every_flag_with_help():

@@ -12,9 +12,12 @@ a time and written to the PNG as they are done, so memory is bounded by one band
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import struct
+import sys
+import time
 import zlib
 from pathlib import Path
 from typing import Callable, Iterator
@@ -175,14 +178,24 @@ def window(size: int, lead: bool, trail: bool, overlap_out: int) -> np.ndarray:
     return weights
 
 
+def check_tiling(tile: int, overlap: int) -> None:
+    if not 0 <= overlap < tile / 2 or tile < 4:
+        raise UserError(f"--tile-overlap must be at least 0 and less than half of --tile (got {overlap} and {tile})")
+
+
+def tile_count(height: int, width: int, tile: int, overlap: int) -> int:
+    """How many tiles upscale_bands cuts an LR image of height x width into."""
+    return len(tile_starts(height, tile, overlap)[0]) * len(tile_starts(width, tile, overlap)[0])
+
+
 def upscale_bands(generator: Callable[[np.ndarray], np.ndarray], lr: np.ndarray, tile: int = 128,
-                  overlap: int = 32) -> Iterator[np.ndarray]:
+                  overlap: int = 32, on_tile: Callable[[], None] | None = None) -> Iterator[np.ndarray]:
     """Yields the 4x image of `lr` ((H, W, 3) float32 in [-1, 1]) as consecutive uint8 bands of rows.
 
     generator: maps a (1, h, w, 3) LR batch to its (1, 4h, 4w, 3) output. Memory: one band of 4*tile rows.
+    on_tile: called after each tile (progress).
     """
-    if not 0 <= overlap < tile / 2 or tile < 4:
-        raise UserError(f"--tile-overlap must be at least 0 and less than half of --tile (got {overlap} and {tile})")
+    check_tiling(tile, overlap)
     height, width = lr.shape[:2]
     ys, tile_h = tile_starts(height, tile, overlap)
     xs, tile_w = tile_starts(width, tile, overlap)
@@ -199,6 +212,8 @@ def upscale_bands(generator: Callable[[np.ndarray], np.ndarray], lr: np.ndarray,
             left = x * SCALE
             values[:, left:left + tile_w * SCALE] += sr * w
             weights[:, left:left + tile_w * SCALE] += w
+            if on_tile is not None:
+                on_tile()
         done = (ys[row + 1] - y) * SCALE if row + 1 < len(ys) else band_h
         yield to_uint8(values[:done] / weights[:done])
         values[:band_h - done] = values[done:].copy()
@@ -219,15 +234,27 @@ def upscale_array(generator: Callable[[np.ndarray], np.ndarray], lr: np.ndarray,
     return np.concatenate(list(upscale_bands(generator, lr, tile, overlap)), axis=0)
 
 
+def partial_path(path: Path) -> Path:
+    """Where PngWriter writes until the image is complete: a hidden name beside `path`."""
+    return path.with_name(f".{path.name}.partial")
+
+
 class PngWriter:
-    """Writes an RGB PNG band by band (filter "Up", zlib), so a large output never sits in memory whole."""
+    """Writes an RGB PNG band by band (filter "Up", zlib), so a large output never sits in memory whole.
+
+    The rows go to partial_path(path) and are renamed to `path` by close(); abort() (or any exception, also
+    Ctrl-C and SIGTERM, while the header is written) removes the partial file."""
 
     def __init__(self, path: Path, width: int, height: int) -> None:
         self.path, self.width, self.height = path, width, height
-        self.tmp = path.with_name(f".{path.name}.partial")
+        self.tmp = partial_path(path)
         self.handle = open(self.tmp, "wb")
-        self.handle.write(b"\x89PNG\r\n\x1a\n")
-        self._chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        try:
+            self.handle.write(b"\x89PNG\r\n\x1a\n")
+            self._chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        except BaseException:
+            self.abort()
+            raise
         self.compressor = zlib.compressobj(6)
         self.previous = np.zeros((width * 3,), np.uint8)
         self.rows = 0
@@ -260,45 +287,128 @@ class PngWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Tiles done of all, time elapsed and the ETA, on stderr.
+
+    On a terminal: a tqdm bar. Otherwise (a log file, a pipe): a line after the first tile when the image will
+    take `first_after` seconds or more, so the ETA is known at once, then one every `every` seconds.
+    """
+
+    def __init__(self, total: int, label: str, stream=None, every: float = 30.0, first_after: float = 10.0) -> None:
+        self.total, self.label, self.every, self.first_after = total, label, every, first_after
+        self.stream = sys.stderr if stream is None else stream
+        self.done, self.started, self.last = 0, time.monotonic(), None
+        self.bar = None
+        isatty = getattr(self.stream, "isatty", None)
+        if isatty is not None and isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=label, unit="tile", file=self.stream, leave=False, dynamic_ncols=True)
+
+    def __call__(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            return
+        now = time.monotonic()
+        elapsed = now - self.started
+        eta = elapsed / self.done * (self.total - self.done)
+        due = (now - self.last >= self.every) if self.last is not None else elapsed + eta >= self.first_after
+        if due and self.done < self.total:
+            self.last = now
+            print(f"{self.label}: {self.done}/{self.total} tiles, {_clock(elapsed)} elapsed, ETA {_clock(eta)}",
+                  file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def upscale_file(generator: Callable[[np.ndarray], np.ndarray], source: Path, target: Path, tile: int,
-                 overlap: int) -> tuple[int, int]:
-    """Reads `source`, writes its 4x PNG to `target` (atomically); returns the output (width, height)."""
+                 overlap: int, label: str | None = None, progress_stream=None) -> tuple[int, int]:
+    """Reads `source`, writes its 4x PNG to `target` (atomically); returns the output (width, height).
+
+    Progress goes to stderr (see Progress). An error or interrupt (Ctrl-C, SIGTERM) leaves no partial file and
+    no output folder this call created."""
+    check_tiling(tile, overlap)
     image = read_rgb(source)
     lr = image.astype(np.float32) / 127.5 - 1.0
     height, width = image.shape[0] * SCALE, image.shape[1] * SCALE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    writer = PngWriter(target, width, height)
+    made = [folder for folder in reversed(target.parents) if not folder.exists()]
+    progress = Progress(tile_count(*image.shape[:2], tile, overlap), label or source.name, progress_stream)
     try:
-        for band in upscale_bands(generator, lr, tile, overlap):
-            writer.write(band)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        writer = PngWriter(target, width, height)
+        try:
+            for band in upscale_bands(generator, lr, tile, overlap, on_tile=progress):
+                writer.write(band)
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
     except BaseException:
-        writer.abort()
+        partial_path(target).unlink(missing_ok=True)
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
         raise
-    writer.close()
+    finally:
+        progress.close()
     return width, height
 
 
 def plan_outputs(source: Path, output: str | None, overwrite: bool) -> list[tuple[Path, Path]]:
-    """(input file, output PNG) pairs for --input FILE_OR_DIR --output PATH; refuses to overwrite."""
+    """(input file, output PNG) pairs for --input FILE_OR_DIR --output PATH, checked before any work.
+
+    Every output follows common.run.output_file's rule: never a folder (for one image), never an input, an
+    existing file only with --overwrite. In a folder, the *_x4.png files this command writes for its images are
+    outputs, not inputs: running it again never makes *_x4_x4.png.
+    """
+    from common.run import output_file
+
     if not source.exists():
         raise UserError(f"--input {source} does not exist")
     if source.is_dir():
-        files = usable_images(find_images(source, "--input"), flag="--input")
         folder = Path(output) if output else source.with_name(source.name + "_x4")
         if folder.exists() and not folder.is_dir():
             raise UserError(f"--output {folder} is a file; with a folder as --input, give a folder as --output")
-        pairs = [(f, folder / f.relative_to(source).with_name(f.stem + "_x4.png")) for f in files]
+        found = find_images(source, "--input")
+
+        def target_of(file: Path) -> Path:
+            return folder / file.relative_to(source).with_name(file.stem + "_x4.png")
+
+        outputs = {os.path.realpath(target_of(f)) for f in found}
+        own = [f for f in found if os.path.realpath(f) in outputs]
+        if own:
+            print(f"skipped {len(own)} file(s) of --input {source} that are this command's own outputs "
+                  f"({', '.join(f.name for f in own[:3])}{', ...' if len(own) > 3 else ''})")
+        files = [f for f in found if os.path.realpath(f) not in outputs]
+        if not files:
+            raise UserError(f"--input {source} holds only upscaled outputs (*_x4.png), no image to upscale")
+        pairs = [(f, target_of(f)) for f in usable_images(files, flag="--input")]
+        first = {}
+        for file, target in pairs:
+            if target in first:
+                raise UserError(f"--input {first[target]} and {file} would both be written to {target}; "
+                                "rename one of them")
+            first[target] = file
     else:
         target = Path(output) if output else source.with_name(source.stem + "_x4.png")
-        if target.is_dir():
-            target = target / (source.stem + "_x4.png")
-        if target.suffix.lower() != ".png":
+        if not target.is_dir() and target.suffix.lower() != ".png":
             raise UserError(f"--output {target} must be a .png file (the upscaled image is written as PNG)")
         pairs = [(source, target)]
-    existing = [t for _, t in pairs if t.exists()]
-    if existing and not overwrite:
-        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
-        raise UserError(f"{existing[0]}{more} already exists; pass --overwrite to replace it")
-    if any(s.resolve() == t.resolve() for s, t in pairs):
-        raise UserError("--output would replace the --input image itself; choose another --output")
+    refused = []
+    for file, target in pairs:
+        try:
+            output_file(target, overwrite, inputs=(file,), flag="--output")
+        except UserError as error:
+            refused.append(str(error))
+    if refused:
+        more = f" ({len(refused) - 1} more of the outputs too)" if len(refused) > 1 else ""
+        raise UserError(refused[0] + more)
     return pairs

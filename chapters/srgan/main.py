@@ -25,11 +25,10 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 from common.cli import (  # noqa: E402
-    base_parser, explicit_flags, non_negative_float, non_negative_int, positive_float, positive_int, run_main)
+    base_parser, non_negative_float, non_negative_int, positive_float, positive_int, run_main)
 
 PHOTOS = Path(__file__).resolve().parents[2] / "datasets" / "srgan_photos"
 EMBEDDED_CROPS_PER_IMAGE = 40
-_NOT_SAVED = {"resume", "run_dir", "stage", "num", "out", "input", "output", "overwrite", "generator"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,34 +90,46 @@ def main(argv: Sequence[str]) -> int:
         return upscale_stage(args, parser, argv)
     if args.stage == "evaluate":
         return evaluate_stage(args, open_run(args, parser, argv, training=False))
-    _resume_from_pretraining(args, parser, argv)
-    if args.resume is None:
-        data = prepare(args)  # a new run: check data and weights before a run folder is made
-        run = open_run(args, parser, argv, training=True)
-    else:
-        run = open_run(args, parser, argv, training=True)  # restores the run's flags first
+    if _continues_a_run(args):
+        run = open_run(args, parser, argv, training=True)  # restores the run's saved flags (typed ones win)
         data = prepare(args)
+    else:
+        data = prepare(args)  # a new run: check memory, data and weights before a run folder is made
+        run = open_run(args, parser, argv, training=True)
     train(args, run, data)
     return 0
 
 
-def _resume_from_pretraining(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
-    """--resume of a run killed during pretraining (no adversarial checkpoint yet): reopen it by its folder."""
-    from common.run import Run, latest_run
+def _continues_a_run(args: argparse.Namespace) -> bool:
+    """--resume, or --run-dir naming an existing run (e.g. --stage train after --stage pretrain)."""
+    return args.resume is not None or bool(args.run_dir and (Path(args.run_dir) / "config.json").is_file())
 
-    if args.resume is None:
-        return
-    if args.resume == "latest" and not args.run_dir:
-        run = latest_run(args.runs_root, args.chapter)
-    else:
-        run = Run(args.run_dir or args.resume)
-    if run is None or run.has_checkpoint() or not (run.root / "pretrain" / "checkpoints" / "checkpoint").exists():
-        return  # open_run resumes it (or explains why it cannot)
-    typed = explicit_flags(parser, argv)
-    for key, value in run.read_config().items():
-        if key not in typed and key not in _NOT_SAVED and hasattr(args, key):
-            setattr(args, key, value)
-    args.resume, args.run_dir = None, str(run.root)
+
+def step_memory_bytes(args: argparse.Namespace, vgg_layer: str | None = None) -> float:
+    """Memory of one training step of the phase that needs most: activations kept for the backward pass (see
+    models.step_feature_maps), the convolution gradients' scratch buffer, and weights with their gradients and
+    two Adam moments."""
+    from chapters.srgan import models
+    from common.memory import activation_bytes
+
+    adversarial = args.stage != "pretrain"
+    maps = models.step_feature_maps(args.hr_size, args.residual_blocks, adversarial, vgg_layer if adversarial else None)
+    dtype_bytes = 2 if args.mixed_precision else 4
+    weights = 4 * 4 * models.parameter_count(args.residual_blocks, adversarial)
+    vgg_weights = 4 * 20_024_384 if vgg_layer and adversarial else 0  # VGG19 without its top, loaded whole
+    return (activation_bytes(maps, args.batch_size, dtype_bytes) + models.conv_scratch_bytes(args.hr_size)
+            + weights + vgg_weights)
+
+
+def check_memory(args: argparse.Namespace, vgg_layer: str | None = None) -> None:
+    """One sentence (exit 2) when a training step of these flags cannot fit in this machine's memory."""
+    from common.memory import check_fits
+
+    what = "SRResNet pretraining" if args.stage == "pretrain" else "SRGAN training"
+    check_fits(step_memory_bytes(args, vgg_layer),
+               f"{what} at --hr-size {args.hr_size}, --batch-size {args.batch_size}, --residual-blocks "
+               f"{args.residual_blocks}" + (f" with the VGG19 {vgg_layer} content loss" if vgg_layer else ""),
+               "--hr-size or --batch-size" + (", or use --content-loss mse" if vgg_layer else ""))
 
 
 def prepare(args: argparse.Namespace) -> dict:
@@ -130,14 +141,20 @@ def prepare(args: argparse.Namespace) -> dict:
         raise UserError(f"--hr-size {args.hr_size} must be a multiple of 16 (the discriminator halves it 4 times)")
     if args.residual_blocks < 1 or args.pretrain_epochs < 0:
         raise UserError("--residual-blocks must be at least 1 and --pretrain-epochs at least 0")
+    # before anything is built or decoded (the validation crops alone grow with --hr-size); auto's VGG once loaded
+    explicit_vgg = args.content_loss == "vgg" or (args.content_loss == "auto" and args.vgg_weights)
+    check_memory(args, args.vgg_layer if explicit_vgg else None)
     folder = Path(args.data) if args.data else PHOTOS / "train"
     per_image = args.crops_per_image or (1 if args.data else EMBEDDED_CROPS_PER_IMAGE)
     count, take_pretrain = images.training_crops(folder, args.hr_size, per_image, 2 * args.seed)
     _, take_train = images.training_crops(folder, args.hr_size, per_image, 2 * args.seed + 1, log=lambda _: None)
     held_out = [image for _, image in images.load_held_out(args.eval_data, flag="--eval-data")]
     hr = images.validation_crops(held_out, args.hr_size, args.val_crops)
+    content = choose_content_loss(args)
+    if content.vgg is not None and not explicit_vgg:
+        check_memory(args, args.vgg_layer)
     return {"count": count, "take_pretrain": take_pretrain, "take_train": take_train,
-            "val_hr": hr, "val_lr": images.make_lr(hr), "content": choose_content_loss(args)}
+            "val_hr": hr, "val_lr": images.make_lr(hr), "content": content}
 
 
 def choose_content_loss(args: argparse.Namespace, log=print):
@@ -163,9 +180,12 @@ def choose_content_loss(args: argparse.Namespace, log=print):
 
 
 def train(args: argparse.Namespace, run, data: dict) -> None:
+    """SRResNet pretraining into <run>/pretrain (resumed from its checkpoint when it has one, skipped when the
+    adversarial phase has begun), then the adversarial epochs into <run> (resumed only from their own
+    checkpoint), both on the same generator: the adversarial phase starts from the pretrained weights."""
     from chapters.srgan import models
+    from common.checkpoints import checkpoint_candidates
     from common.devices import setup_devices
-    from common.run import Run
     from common.train import fit_gan
 
     strategy = setup_devices(args.strategy, args.mixed_precision, args.seed)
@@ -175,13 +195,15 @@ def train(args: argparse.Namespace, run, data: dict) -> None:
         pretrain.compile(g_optimizer=models.optimizer(args.pretrain_lr), jit_compile=args.xla)
     content = data["content"]
     (run.root / "content_loss.txt").write_text(content.name + "\n")
-    if args.pretrain_epochs and not run.has_checkpoint():
-        phase = Run(run.root / "pretrain").create()
+    adversarial_begun = bool(checkpoint_candidates(run.checkpoints))
+    if args.pretrain_epochs and not adversarial_begun:
+        phase = _Phase(run)
         phase_args = argparse.Namespace(**{**vars(args), "epochs": args.pretrain_epochs,
-                                           "resume": "pretrain" if phase.has_checkpoint() else None})
+                                           "resume": "pretrain" if checkpoint_candidates(phase.checkpoints) else None})
         print(f"SRResNet pretraining (pixel MSE): {phase}")
         fit_gan(pretrain, phase, phase_args, strategy, data["count"], data["take_pretrain"],
-                **_validation(pretrain, data, phase), callbacks=[_Scores(pretrain, data)])
+                **_validation(pretrain, data, phase), callbacks=[_Scores(pretrain, data)],
+                log=_pretraining_log(args.stage))
         if args.stage == "pretrain":
             return
     elif args.stage == "pretrain":
@@ -192,8 +214,38 @@ def train(args: argparse.Namespace, run, data: dict) -> None:
         gan.compile(d_optimizer=models.optimizer(args.lr), g_optimizer=models.optimizer(args.lr),
                     jit_compile=args.xla)
     print(f"SRGAN training (content loss: {content.name} + {args.adversarial_weight:g} x adversarial): {run}")
-    fit_gan(gan, run, args, strategy, data["count"], data["take_train"], **_validation(gan, data, run),
+    # fit_gan restores when `resume` is set: only from this phase's own checkpoint, else it starts afresh
+    adversarial_args = argparse.Namespace(**{**vars(args), "resume": args.resume if adversarial_begun else None})
+    fit_gan(gan, run, adversarial_args, strategy, data["count"], data["take_train"], **_validation(gan, data, run),
             callbacks=[_Scores(gan, data)])
+
+
+def _Phase(run):
+    """<run>/pretrain as a Run whose commit_config() writes the whole run's config.json: fit_gan calls it right
+    after the pretraining checkpoint is restored, so a resume that fails leaves config.json as it was."""
+    from common.run import Run
+
+    class Phase(Run):
+        def commit_config(self) -> None:
+            run.commit_config()
+
+    return Phase(run.root / "pretrain").create()
+
+
+def _pretraining_log(stage: str):
+    """fit_gan's lines for the pretraining phase, whose length is --pretrain-epochs, not --epochs."""
+    import re
+
+    def log(line: str) -> None:
+        finished = re.match(r"(.*) has already trained (\d+) epochs; pass --epochs N", line)
+        if finished:
+            phase, epochs = finished.groups()
+            line = (f"{phase} has already trained {epochs} epochs; pass --pretrain-epochs N (N > {epochs}) to "
+                    "pretrain longer" if stage == "pretrain" else
+                    f"{phase} has already trained its {epochs} epochs: the adversarial phase starts from its generator")
+        print(line)
+
+    return log
 
 
 def _validation(model, data: dict, run) -> dict:
@@ -250,11 +302,35 @@ def _generators(args: argparse.Namespace, run) -> list[tuple[str, Path]]:
     return found
 
 
-def _load(path: Path):
-    import chapters.srgan.models  # noqa: F401  (registers BicubicResidual for safe-mode loading)
-    from common.checkpoints import load_model
+GENERATOR_KIND = "an SRGAN generator (one image (batch, height, width, 3) in, the 4x larger image out)"
 
-    return load_model(path, "train first with python chapters/srgan/main.py, or pass another --generator")
+
+def _load(path: Path):
+    """A saved generator, refused in one sentence when the file is damaged or holds another kind of model
+    (a discriminator, a generator of latent vectors, ...)."""
+    import numpy as np
+
+    import chapters.srgan.models  # noqa: F401  (registers BicubicResidual for safe-mode loading)
+    from chapters.srgan.models import SCALE
+    from common.checkpoints import check_model_io, load_model
+    from common.errors import UserError
+
+    model = load_model(path, "train first with python chapters/srgan/main.py, or pass another --generator")
+    check_model_io(model, path, GENERATOR_KIND, inputs=1, input_rank=4, output_rank=4)
+    given, made = tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)
+    sides = [(i, o) for i, o in zip(given[1:3], made[1:3]) if i is not None and o is not None]
+    if given[-1] != 3 or made[-1] != 3 or any(o != SCALE * i for i, o in sides):
+        raise UserError(f"{path} is not {GENERATOR_KIND} (it maps {given} to {made})")
+    if None in given[1:3]:  # sizes only known when run: try a small image (a wrong model fails here, not mid-file)
+        side = 16
+        try:
+            out = tuple(model(np.zeros((1, side, side, 3), np.float32), training=False).shape)
+        except Exception as error:  # Keras/TF raise many kinds for an input a model cannot take
+            raise UserError(f"{path} is not {GENERATOR_KIND} (a {side}x{side} image fails in it: "
+                            f"{str(error).splitlines()[0][:120]})") from None
+        if out != (1, SCALE * side, SCALE * side, 3):
+            raise UserError(f"{path} is not {GENERATOR_KIND} (it maps a {side}x{side} image to {out})")
+    return model
 
 
 def upscale_stage(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
@@ -264,16 +340,18 @@ def upscale_stage(args: argparse.Namespace, parser: argparse.ArgumentParser, arg
 
     if not args.input:
         raise UserError("--stage upscale needs --input IMAGE_OR_FOLDER")
-    pairs = images.plan_outputs(Path(args.input), args.output, args.overwrite)  # before loading anything
+    images.check_tiling(args.tile, args.tile_overlap)  # every check before loading anything
+    pairs = images.plan_outputs(Path(args.input), args.output, args.overwrite)
     if args.generator:
         path = Path(args.generator)
     else:
         path = _generators(args, open_run(args, parser, argv, training=False))[0][1]
     generator = images.keras_generator(_load(path))
-    for source, target in pairs:
+    for number, (source, target) in enumerate(pairs, start=1):
         started = time.time()
-        width, height = images.upscale_file(generator, source, target, args.tile, args.tile_overlap)
-        print(f"{source} -> {target} ({width}x{height}, {time.time() - started:.1f} s)")
+        label = f"[{number}/{len(pairs)}] {source.name}" if len(pairs) > 1 else source.name
+        width, height = images.upscale_file(generator, source, target, args.tile, args.tile_overlap, label)
+        print(f"{source} -> {target} ({width}x{height}, {time.time() - started:.1f} s)", flush=True)
     return 0
 
 
