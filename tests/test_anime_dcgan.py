@@ -36,6 +36,27 @@ def test_one_training_step_at_every_size(arch, size):
     assert all(not np.array_equal(a, b) for a, b in zip(before, after))  # both networks learned
 
 
+def test_the_28_pixel_face_dcgan_with_dropout_trains_on_the_embedded_faces(tmp_path):
+    """The small celebrity-face set-up: 7x7 -> 14 -> 28, Dropout in D (active in training, off in inference)."""
+    from chapters.anime_dcgan import models
+    from common.checkpoints import load_model
+
+    discriminator = models.build_discriminator("dcgan", 28, filters=8, dropout=0.3)
+    assert [l.rate for l in discriminator.layers if l.name.startswith("dropout")] == [0.3, 0.3]
+    image = np.random.default_rng(0).uniform(-1, 1, (2, 28, 28, 3)).astype(np.float32)
+    assert np.array_equal(discriminator(image, training=False), discriminator(image, training=False))
+    assert not np.array_equal(discriminator(image, training=True), discriminator(image, training=True))
+    run = tmp_path / "run"
+    argv = [*TINY, "--arch", "dcgan", "--image-size", "28", "--d-dropout", "0.3", "--filters", "8", "--run-dir", run]
+    assert run_main(main, argv) == 0
+    generator = load_model(run / "models" / "generator.keras", "")
+    assert generator.output_shape == (None, 28, 28, 3)
+    saved = load_model(run / "models" / "discriminator.keras", "")
+    assert saved.input_shape == (None, 28, 28, 3) and any(l.name == "dropout1" for l in saved.layers)
+    assert run_main(main, [*TINY, "--arch", "book", "--image-size", "28", "--run-dir", tmp_path / "b"]) == 2
+    assert not (tmp_path / "b").exists()
+
+
 def test_book_discriminator_matches_the_books_layer_table():
     from chapters.anime_dcgan import models
 
@@ -145,7 +166,7 @@ def test_any_folder_of_images_is_centre_cropped_and_resized(tmp_path):
 
 def test_unsupported_image_size_is_one_sentence(tmp_path, capsys):
     assert run_main(main, ["--arch", "dcgan", "--image-size", "48", "--run-dir", tmp_path / "run"]) == 2
-    assert "--arch dcgan makes 32, 64, 128-pixel images, not 48" in _error_line(capsys)
+    assert "--arch dcgan makes 28, 32, 64, 128-pixel images, not 48" in _error_line(capsys)
     assert not (tmp_path / "run").exists()
 
 

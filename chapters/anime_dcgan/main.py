@@ -21,7 +21,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 from common import latent, stabilize  # noqa: E402
-from common.cli import base_parser, int_at_least, positive_int, run_main  # noqa: E402
+from common.cli import base_parser, int_at_least, positive_int, run_main, unit_interval  # noqa: E402
 from common.errors import UserError  # noqa: E402
 
 # --precision auto trains in bfloat16 on a CPU that has it: the default run steps in 42 ms instead of 70 with FID held.
@@ -44,11 +44,14 @@ def build_parser():
                      help="book: the book's UpSampling/MaxPooling pair with SGD; dcgan: the DCGAN paper's "
                           "strided all-convolutional pair with Adam")
     net.add_argument("--image-size", type=positive_int, default=32, metavar="PX",
-                     help="side of the square images, 32, 64 (the book's) or 128")
+                     help="side of the square images: 32, 64 (the book's) or 128; --arch dcgan also 28 (the small "
+                          "celebrity-face DCGAN, 7x7 -> 14 -> 28; pair it with --d-dropout 0.3)")
     net.add_argument("--latent-dim", type=positive_int, default=100, help="size of the generator's input noise z")
     net.add_argument("--filters", type=positive_int, default=64, metavar="F",
                      help="--arch dcgan only: width of the widest-resolution layer (ngf = ndf); 64 as in the paper's "
                           "common implementation, 32 trains about 3x faster")
+    net.add_argument("--d-dropout", type=unit_interval, default=0.0, metavar="RATE",
+                     help="--arch dcgan: Dropout after each of the discriminator's LeakyReLUs (0 = none)")
     net.add_argument("--faces", type=positive_int, default=8000, metavar="N",
                      help="without --data: how many procedural faces make up the training set")
     score = parser.add_argument_group("scoring (--stage evaluate)")
@@ -124,7 +127,8 @@ def main(argv: Sequence[str]) -> int:
     strategy = setup_devices(args.strategy, precision_of(args), args.seed, bf16_on_cpu=BF16_ON_CPU)
     with strategy.scope():
         generator = models.build_generator(args.arch, args.image_size, args.latent_dim, args.filters)
-        discriminator = models.build_discriminator(args.arch, args.image_size, args.filters, pack=options.pack)
+        discriminator = models.build_discriminator(args.arch, args.image_size, args.filters, pack=options.pack,
+                                                   dropout=args.d_dropout)
         gan = GAN(generator, discriminator, args.latent_dim, options)
         d_optimizer, g_optimizer = models.optimizers(args.arch)
         gan.compile(d_optimizer=d_optimizer, g_optimizer=g_optimizer, jit_compile=args.xla)

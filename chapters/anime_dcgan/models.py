@@ -25,14 +25,15 @@ from common.errors import UserError
 from common.stabilize import discriminator_head
 
 ARCHS = ("book", "dcgan")
-IMAGE_SIZES = (32, 64, 128)
+# 28 px is the small celebrity-face DCGAN (7x7 -> 14 -> 28, usually with dropout in D): the dcgan pair only.
+IMAGE_SIZES = {"book": (32, 64, 128), "dcgan": (28, 32, 64, 128)}
 
 
 def check_image_size(arch: str, image_size: int) -> None:
     if arch not in ARCHS:
         raise UserError(f"--arch must be one of {', '.join(ARCHS)}, got {arch!r}")
-    if image_size not in IMAGE_SIZES:
-        raise UserError(f"--arch {arch} makes {', '.join(map(str, IMAGE_SIZES))}-pixel images, "
+    if image_size not in IMAGE_SIZES[arch]:
+        raise UserError(f"--arch {arch} makes {', '.join(map(str, IMAGE_SIZES[arch]))}-pixel images, "
                         f"not {image_size}; choose --image-size from those")
 
 
@@ -42,10 +43,19 @@ def build_generator(arch: str = "book", image_size: int = 64, latent_dim: int = 
     return (_book_generator if arch == "book" else _dcgan_generator)(image_size, latent_dim, filters)
 
 
-def build_discriminator(arch: str = "book", image_size: int = 64, filters: int = 64, pack: int = 1) -> keras.Model:
-    """image (size x size x 3*pack) -> probability that it is real; ends in `discriminator_head`."""
+def build_discriminator(arch: str = "book", image_size: int = 64, filters: int = 64, pack: int = 1,
+                        dropout: float = 0.0) -> keras.Model:
+    """image (size x size x 3*pack) -> probability that it is real; ends in `discriminator_head`.
+
+    `dropout` (dcgan only): Dropout after each of D's LeakyReLUs, as the small 28-px face DCGANs use."""
     check_image_size(arch, image_size)
-    return (_book_discriminator if arch == "book" else _dcgan_discriminator)(image_size, filters, pack)
+    if not 0.0 <= dropout < 1.0:
+        raise UserError(f"--d-dropout must be in [0, 1), got {dropout}")
+    if arch == "book":
+        if dropout:
+            raise UserError("--d-dropout applies to --arch dcgan (the book's discriminator has no dropout)")
+        return _book_discriminator(image_size, filters, pack)
+    return _dcgan_discriminator(image_size, filters, pack, dropout)
 
 
 def optimizers(arch: str) -> tuple[keras.optimizers.Optimizer, keras.optimizers.Optimizer]:
@@ -97,17 +107,22 @@ def _bn() -> layers.BatchNormalization:
     return layers.BatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02))
 
 
+def _dcgan_base(image_size: int) -> int:
+    """Side of the first (projected) map: 4 for 32/64/128, 7 for 28."""
+    return 7 if image_size == 28 else 4
+
+
 def _dcgan_widths(image_size: int, filters: int) -> list[int]:
-    """Channel counts from the 4x4 layer up to the last hidden layer, e.g. 64 px: 8f, 4f, 2f, f."""
-    levels = int(math.log2(image_size // 4))  # 32: 3, 64: 4, 128: 5 resolutions below the output
+    """Channel counts from the first (4x4 or 7x7) map up to the last hidden layer, e.g. 64 px: 8f, 4f, 2f, f."""
+    levels = int(math.log2(image_size // _dcgan_base(image_size)))  # 28: 2, 32: 3, 64: 4, 128: 5
     return [filters * min(8, 2 ** (levels - 1 - i)) for i in range(levels)]
 
 
 def _dcgan_generator(image_size: int, latent_dim: int, filters: int) -> keras.Model:
-    widths = _dcgan_widths(image_size, filters)
+    widths, base = _dcgan_widths(image_size, filters), _dcgan_base(image_size)
     z = keras.Input((latent_dim,), name="z")
-    x = layers.Dense(4 * 4 * widths[0], use_bias=False, kernel_initializer=_init(), name="project")(z)
-    x = layers.ReLU()(_bn()(layers.Reshape((4, 4, widths[0]))(x)))
+    x = layers.Dense(base * base * widths[0], use_bias=False, kernel_initializer=_init(), name="project")(z)
+    x = layers.ReLU()(_bn()(layers.Reshape((base, base, widths[0]))(x)))
     for width in widths[1:]:
         x = layers.Conv2DTranspose(width, 5, strides=2, padding="same", use_bias=False, kernel_initializer=_init())(x)
         x = layers.ReLU()(_bn()(x))
@@ -116,14 +131,16 @@ def _dcgan_generator(image_size: int, latent_dim: int, filters: int) -> keras.Mo
     return keras.Model(z, image, name="generator")
 
 
-def _dcgan_discriminator(image_size: int, filters: int, pack: int) -> keras.Model:
-    widths = _dcgan_widths(image_size, filters)[::-1]  # f, 2f, ... down to 4x4
+def _dcgan_discriminator(image_size: int, filters: int, pack: int, dropout: float = 0.0) -> keras.Model:
+    widths = _dcgan_widths(image_size, filters)[::-1]  # f, 2f, ... down to 4x4 (7x7 at 28 px)
     image = keras.Input((image_size, image_size, 3 * pack), name="image")
     x = image
     for i, width in enumerate(widths):
         x = layers.Conv2D(width, 5, strides=2, padding="same", use_bias=i == 0, kernel_initializer=_init())(x)
         x = layers.LeakyReLU(0.2)(x if i == 0 else _bn()(x))
-    x = layers.Flatten(name="flatten")(x)  # a Dense on the 4x4 map is the paper's last 4x4 convolution
+        if dropout:
+            x = layers.Dropout(dropout, name=f"dropout{i + 1}")(x)
+    x = layers.Flatten(name="flatten")(x)  # a Dense on the last map is the paper's last 4x4 convolution
     return keras.Model(image, discriminator_head(x), name="discriminator")
 
 
