@@ -1,7 +1,9 @@
-"""Progressive GAN: the fade-in blends exactly, equalised LR survives save/load, growth resumes mid fade-in."""
+"""Progressive GAN: the fade-in blends exactly, equalised LR survives save/load, growth resumes mid fade-in and
+into a new phase with its trained layers, damaged checkpoints fall back, a step that cannot fit is refused."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,41 @@ def _weights(path: Path) -> list[np.ndarray]:
     import keras
 
     return [w.numpy() for w in keras.models.load_model(path, safe_mode=True, compile=False).weights]
+
+
+def _saved_layers(run_dir: Path) -> dict[str, list[np.ndarray]]:
+    """The weights of models/generator.keras and discriminator.keras (the last finished phase) by layer name."""
+    import keras
+
+    import chapters.pgan.layers  # noqa: F401  registers the custom layers
+
+    out = {}
+    for name in ("generator", "discriminator"):
+        model = keras.models.load_model(run_dir / "models" / f"{name}.keras", safe_mode=True, compile=False)
+        out.update({layer.name: [w.numpy() for w in layer.weights] for layer in model.layers if layer.weights})
+    return out
+
+
+def _checkpoint_layers(run_dir: Path, level: int, restore: bool = True) -> dict[str, list[np.ndarray]]:
+    """The layers of levels 0..level in the run's latest checkpoint by name (restore=False: a fresh init)."""
+    import tensorflow as tf
+
+    from chapters.pgan.models import Growing
+
+    config = json.loads((run_dir / "config.json").read_text())
+    growing = Growing(config["latent_dim"], level, config["max_filters"], 3, config["seed"])
+    layers = growing.layers_up_to(level)
+    if restore:
+        tf.train.Checkpoint(**layers).restore(tf.train.latest_checkpoint(str(run_dir / "checkpoints"))).expect_partial()
+    return {name: [w.numpy() for w in layer.weights] for group in layers.values() for name, layer in group.items()}
+
+
+def _assert_carried(saved: dict, carried: dict, fresh: dict) -> None:
+    assert {"g_4x4_dense", "g_4x4_conv", "d_4x4_dense", "d_score"} <= set(saved)
+    for name, weights in saved.items():
+        for a, b in zip(weights, carried[name]):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    assert not np.array_equal(saved["g_4x4_conv"][0], fresh["g_4x4_conv"][0])  # so the check above can fail
 
 
 @pytest.fixture(scope="module")
@@ -225,3 +262,104 @@ def test_bad_flags_are_one_sentence(tmp_path, capsys):
     assert "RES:N" in capsys.readouterr().err
     assert run_main(main, ["--data", tmp_path / "missing"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_growing_a_finished_run_carries_its_trained_layers_into_the_new_phase(tiny_run, tmp_path, capsys):
+    run_dir = tmp_path / "grow"
+    shutil.copytree(tiny_run, run_dir)
+    saved = _saved_layers(run_dir)  # 8x8 stable: the 4x4 and 8x8 blocks
+    capsys.readouterr()
+    # --stop-after-images at the images shown so far: a checkpoint at the start of the 16x16 fade-in, then stop
+    assert run_main(main, ["--resume", run_dir, "--max-resolution", "16", "--fade-images", "8", "--stable-images", "8",
+                           "--stop-after-images", "256"]) == 0
+    progress = _progress(run_dir)
+    assert progress["phase"] == 3 and progress["resolution"] == 16 and progress["total_images"] == 256
+    _assert_carried(saved, _checkpoint_layers(run_dir, 2), _checkpoint_layers(run_dir, 2, restore=False))
+    out = capsys.readouterr().out
+    assert "the trained layers of 4x4 to 8x8 go on into 16x16 fade-in with a fresh Adam" in out
+    # the resume succeeded, so the flags typed now are the run's (config.json is rewritten only then)
+    assert json.loads((run_dir / "config.json").read_text())["max_resolution"] == 16
+
+
+def test_a_run_killed_in_a_new_phase_before_its_first_checkpoint_resumes_with_the_trained_layers(
+        tmp_path, capsys, monkeypatch):
+    import chapters.pgan.main as pgan
+
+    run_dir = tmp_path / "killed"
+    real_step = pgan.make_train_step
+
+    def killed_at_8x8(generator, *rest):  # a kill (Ctrl-C, SIGTERM) as the 8x8 fade-in starts
+        if generator.output_shape[1] == 8:
+            raise KeyboardInterrupt
+        return real_step(generator, *rest)
+
+    monkeypatch.setattr(pgan, "make_train_step", killed_at_8x8)
+    assert run_main(main, [*TINY, "--run-dir", run_dir]) == 130
+    monkeypatch.setattr(pgan, "make_train_step", real_step)
+    progress = _progress(run_dir)  # the last checkpoint is the 4x4 phase's end
+    assert progress["phase"] == 0 and progress["phase_images"] == 64 and progress["total_images"] == 64
+    saved = _saved_layers(run_dir)  # 4x4 stable
+    capsys.readouterr()
+    assert run_main(main, ["--resume", run_dir, "--stop-after-images", "64"]) == 0
+    assert _progress(run_dir)["phase"] == 1
+    _assert_carried(saved, _checkpoint_layers(run_dir, 1), _checkpoint_layers(run_dir, 1, restore=False))
+    assert "the trained layers of 4x4 go on into 8x8 fade-in" in capsys.readouterr().out
+
+
+def test_resume_skips_an_empty_state_file_and_a_cut_short_checkpoint_or_says_none_is_usable(tiny_run, tmp_path,
+                                                                                             capsys):
+    run_dir = tmp_path / "cut"
+    shutil.copytree(tiny_run, run_dir)
+    checkpoints = run_dir / "checkpoints"
+    (checkpoints / "checkpoint").write_text("")  # a state file emptied by a crash
+    capsys.readouterr()
+    assert run_main(main, ["--resume", run_dir]) == 0  # ckpt-8, the finished run, is found by its file name
+    assert "finished growing" in capsys.readouterr().out
+    data = checkpoints / "ckpt-8.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])  # the newest checkpoint cut short
+    assert run_main(main, ["--resume", run_dir]) == 0
+    captured = capsys.readouterr()
+    damaged = [line for line in captured.out.splitlines() if "is damaged" in line]
+    assert len(damaged) == 1 and "ckpt-8 is damaged" in damaged[0] and "resumed from ckpt-7" in damaged[0]
+    assert "8x8 stabilise (8x8), alpha 1.000, 32 of 64 images" in captured.out and not captured.err
+    assert _progress(run_dir)["total_images"] == 256  # trained the last 32 images again and wrote ckpt-8 anew
+    config = (run_dir / "config.json").read_bytes()
+    for index in checkpoints.glob("ckpt-*.index"):
+        index.write_bytes(b"not a checkpoint index")
+    assert run_main(main, ["--resume", run_dir]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: no usable checkpoint in {checkpoints}") and "ckpt-8" in err[0]
+    assert (run_dir / "config.json").read_bytes() == config
+
+
+def test_config_json_changes_only_when_a_resume_succeeds(tiny_run, tmp_path, capsys):
+    run_dir = tmp_path / "config"
+    shutil.copytree(tiny_run, run_dir)
+    before = (run_dir / "config.json").read_bytes()
+    capsys.readouterr()
+    assert run_main(main, ["--resume", run_dir, "--latent-dim", "32"]) == 2  # the run's networks take 16
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not fit these models" in err[0]
+    assert (run_dir / "config.json").read_bytes() == before
+    assert run_main(main, ["--resume", run_dir, "--tick-images", "64"]) == 0
+    assert json.loads((run_dir / "config.json").read_text())["tick_images"] == 64
+
+
+def test_a_step_that_cannot_fit_in_memory_is_refused_before_anything_is_built(tmp_path, capsys, monkeypatch):
+    from chapters.pgan.main import TrainingData
+
+    def built(*args, **kwargs):
+        raise AssertionError("the training images were rendered before the memory check")
+
+    monkeypatch.setattr(TrainingData, "from_args", built)
+    run_dir = tmp_path / "huge"
+    assert run_main(main, ["--max-resolution", "1024", "--max-filters", "512", "--batch-sizes", "1024:64",
+                           "--run-dir", run_dir]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training at 1024x1024 (batch 64" in err[0] and " GiB " in err[0]
+    assert "--batch-sizes 1024:N" in err[0] and not run_dir.exists()
+    from chapters.pgan.main import build_parser, memory_estimate
+    from common.memory import machine_memory_bytes
+
+    estimate = memory_estimate(build_parser().parse_args([]))[0]  # the default 32x32 run
+    assert 0.3 * 2 ** 30 < estimate < min(machine_memory_bytes(), 2 ** 30)

@@ -123,6 +123,40 @@ def batch_sizes(args) -> dict[int, int]:
     return sizes
 
 
+def memory_estimate(args) -> tuple[float, str, str]:
+    """(bytes, what, flags to lower) of training at --max-resolution: the fade-in step there (both resolutions'
+    paths, the larger phase), the weights with their gradients and Adam's two moments, and the images in memory.
+
+    The step's activations are counted twice (layer outputs kept for the backward pass, and the gradient penalty's
+    second backward pass and temporaries): measured peak RSS of one CPU step at 32x32..128x128 grew by 1.7-1.8
+    times the layer outputs of G and D, plus about 0.1 GiB for the compiled step itself.
+    """
+    from chapters.pgan import models
+    from common.memory import activation_bytes
+
+    res = args.max_resolution
+    level, batch = models.level_of(res), batch_sizes(args)[res]
+    g_maps, d_maps = models.feature_maps(level, args.max_filters, args.latent_dim)
+    step = activation_bytes(g_maps + d_maps, batch, factor=2.0) + 2 ** 28
+    weights = 4 * 4 * sum(models.parameter_count(level, args.max_filters, args.latent_dim))
+    if args.data:  # decoded images are cached up to --cache-mb
+        images, image_flag = args.cache_mb * 2 ** 20, "--cache-mb"
+    else:  # the faces are rendered at --max-resolution: a uint8 copy, and float32 while rendering / as the cache
+        images, image_flag = args.faces * res * res * 3 * (1 + 2 * 4), "--faces"
+    what = (f"training at {res}x{res} (batch {batch}, {models.filters_at(res, args.max_filters)} feature maps there; "
+            f"{images / 2 ** 30:,.1f} GiB of it the training images)")
+    flags = f"the batch size at {res}x{res} (--batch-size or --batch-sizes {res}:N), --max-filters, {image_flag} " \
+            "or --max-resolution"
+    return step + weights + images, what, flags
+
+
+def check_memory(args) -> None:
+    """One sentence (exit 2) instead of a run that grows until the kernel kills it."""
+    from common.memory import check_fits
+
+    check_fits(*memory_estimate(args))
+
+
 def main(argv: Sequence[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -144,6 +178,7 @@ def main(argv: Sequence[str]) -> int:
         return 0
 
     if args.resume is None:
+        check_memory(args)  # before anything is built or rendered, and before a run folder is made
         data = TrainingData.from_args(args)  # checked before a run folder is made
         run = open_run(args, parser, argv, training=True)
     else:
@@ -153,6 +188,7 @@ def main(argv: Sequence[str]) -> int:
         if "stop_after_images" not in explicit_flags(parser, argv):
             args.stop_after_images = None  # a time box applies to the session that asked for it
         check_args(args)  # the run's saved flags, with the ones typed now on top
+        check_memory(args)
         data = TrainingData.from_args(args)
     Trainer(run, args, data).train()
     return 0
@@ -379,6 +415,48 @@ def make_train_step(generator, discriminator, g_opt, d_opt, fade_layers, fading:
     return tf.function(step, jit_compile=bool(args.xla))
 
 
+class ResumePoint:
+    """What `common.checkpoints.restore_newest` restores from each checkpoint it tries, newest first.
+
+    A checkpoint holds the layers of every level trained so far (`Growing.layers_up_to` of its phase), that phase's
+    Adam states and the progress. All of its layers are restored, whatever phase comes next: when the run goes on
+    inside the checkpoint's phase, its Adam states too; when that phase had ended (a finished run grown with a
+    larger --max-resolution, or a run killed in a new phase before that phase's first checkpoint) the next phase
+    starts from those layers with a fresh Adam, as every phase does. Every tensor is read before any variable is
+    assigned, so a damaged checkpoint (cut short, garbage) changes nothing and the one before it is tried.
+    """
+
+    def __init__(self, growing, progress, phases, length, max_resolution: int, learning_rate: float) -> None:
+        self.growing, self.progress, self.phases, self.length = growing, progress, phases, length
+        self.max_resolution, self.learning_rate = max_resolution, learning_rate
+        self.path, self.number, self.level, self.optimizers = None, 0, 0, None
+
+    def restore(self, path: str):
+        import tensorflow as tf
+
+        from chapters.pgan import models
+
+        reader = tf.train.load_checkpoint(path)
+        for key in reader.get_variable_to_shape_map():
+            reader.get_tensor(key)  # a cut-short file fails here (IndexError, DataLossError), before any assignment
+        value = lambda name: int(reader.get_tensor(f"progress/{name}/.ATTRIBUTES/VARIABLE_VALUE"))  # noqa: E731
+        phase, res, phase_images = value("phase"), value("resolution"), value("phase_images")
+        if res > self.max_resolution:
+            raise UserError(f"this run has grown to {res}x{res}; --max-resolution {self.max_resolution} is below "
+                            f"it: resume with --max-resolution {res} or more (nothing was changed)")
+        level, kind = self.phases[phase]
+        items = {**self.growing.layers_up_to(level), "progress": self.progress}
+        optimizers = None
+        if phase_images < self.length(kind):  # the run goes on inside this phase, with its Adam states
+            optimizers = models.optimizer(self.learning_rate), models.optimizer(self.learning_rate)
+            optimizers[0].build(self.growing.generator(level, kind).trainable_variables)
+            optimizers[1].build(self.growing.discriminator(level, kind).trainable_variables)
+            items.update(g_optimizer=optimizers[0], d_optimizer=optimizers[1])
+        status = tf.train.Checkpoint(**items).restore(path)
+        self.path, self.number, self.level, self.optimizers = path, int(path.rsplit("-", 1)[1]), level, optimizers
+        return status
+
+
 class Trainer:
     """Runs the phases in order; checkpoints every --tick-images images and at every phase's end."""
 
@@ -386,11 +464,8 @@ class Trainer:
         self.run, self.args, self.data, self.log = run, args, data, log
 
     def train(self) -> dict:
-        import numpy as np
-        import tensorflow as tf
-
         from chapters.pgan import models
-        from common.checkpoints import Checkpoints
+        from common.checkpoints import Checkpoints, restore_newest
         from common.devices import setup_devices
         from common.tensorboard import TensorBoardWriter
         from common.train import fixed_latents
@@ -407,14 +482,16 @@ class Trainer:
         progress = self.progress = make_progress()
         writer = TensorBoardWriter(run)
         self.latents = fixed_latents(64, args.latent_dim, args.seed)
-        latest = tf.train.latest_checkpoint(str(run.checkpoints)) if args.resume is not None else None
-        self.tick = int(latest.rsplit("-", 1)[1]) if latest else 0  # checkpoint numbers rise across phases
-        if latest:
-            tf.train.Checkpoint(progress=progress).restore(latest).expect_partial()
+        resumed = None
+        if args.resume is not None:
+            resumed = ResumePoint(growing, progress, phases, self._length, args.max_resolution, args.learning_rate)
+            restore_newest(resumed, run.checkpoints, log)
+            run.commit_config()  # the flags typed now are the run's from here on (a failed resume changed nothing)
         else:
             writer.config(vars(args))
+        self.tick = resumed.number if resumed else 0  # checkpoint numbers rise across phases
         first = int(progress.phase.numpy())
-        if first < len(phases) and int(progress.phase_images.numpy()) >= self._length(phases[first][1]):
+        if resumed and not resumed.optimizers:
             first += 1  # the checkpoint was written at the end of that phase (its grid and models are saved)
         if first >= len(phases):
             log(f"{run} has finished growing to {args.max_resolution}x{args.max_resolution}; pass a larger "
@@ -428,22 +505,28 @@ class Trainer:
             res, fading = models.resolution(level), kind == "fade"
             batch, length = sizes[res], self._length(kind)
             generator, discriminator = growing.generator(level, kind), growing.discriminator(level, kind)
-            g_opt, d_opt = models.optimizer(args.learning_rate), models.optimizer(args.learning_rate)
-            g_opt.build(generator.trainable_variables)  # a fresh Adam per phase, as the paper's code resets it
-            d_opt.build(discriminator.trainable_variables)
-            items = {**growing.layers_up_to(level), "g_optimizer": g_opt, "d_optimizer": d_opt, "progress": progress}
-            checkpoints = Checkpoints(run, items, keep=args.checkpoints_kept)
-            if latest and index == first and int(progress.phase.numpy()) == index:
-                checkpoints.restore()
+            if resumed and index == first and resumed.optimizers:  # on inside the checkpoint's phase
+                g_opt, d_opt = resumed.optimizers
                 log(f"resumed {run} at {phase_name(level, kind)} ({res}x{res}), alpha "
                     f"{float(progress.alpha.numpy()):.3f}, {int(progress.phase_images.numpy())} of {length} images "
-                    f"of the phase, {int(progress.total_images.numpy())} in all, from {checkpoints.latest}")
+                    f"of the phase, {int(progress.total_images.numpy())} in all, from {resumed.path}")
             else:
+                g_opt, d_opt = models.optimizer(args.learning_rate), models.optimizer(args.learning_rate)
+                g_opt.build(generator.trainable_variables)  # a fresh Adam per phase, as the paper's code resets it
+                d_opt.build(discriminator.trainable_variables)
+                if resumed and index == first:
+                    top = models.resolution(resumed.level)
+                    trained = f"4x4 to {top}x{top}" if top > 4 else "4x4"
+                    log(f"resumed {run} from {resumed.path}: the trained layers of {trained} go on into "
+                        f"{phase_name(level, kind)} with a fresh Adam (as at every new phase), "
+                        f"{int(progress.total_images.numpy())} images in all so far")
                 progress.phase.assign(index)
                 progress.resolution.assign(res)
                 progress.phase_images.assign(0)
                 progress.phase_seconds.assign(0.0)
                 progress.alpha.assign(0.0 if fading else 1.0)
+            items = {**growing.layers_up_to(level), "g_optimizer": g_opt, "d_optimizer": d_opt, "progress": progress}
+            checkpoints = Checkpoints(run, items, keep=args.checkpoints_kept)
             fade_layers = growing.fade_layers(level) if fading else []
             step = make_train_step(generator, discriminator, g_opt, d_opt, fade_layers, fading, args)
             last = self._phase(index, level, kind, batch, length, step, checkpoints, writer)
