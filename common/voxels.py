@@ -202,6 +202,22 @@ def mean_pairwise_iou(samples: np.ndarray, threshold: float = 0.5) -> float:
     return float(matrix[off_diagonal].mean())
 
 
+def debris_fractions(volumes: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Per volume: the share of occupied voxels outside its largest 26-connected component (loose voxels and
+    floating bits; 0 for one solid piece, and for an empty volume)."""
+    from scipy import ndimage
+
+    full = np.ones((3, 3, 3), bool)  # 26-connectivity: faces, edges and corners touch
+    shares = np.zeros(len(volumes), np.float64)
+    for i, volume in enumerate(binarize(volumes, threshold)):
+        volume = volume.reshape(volume.shape[:3])
+        labels, count = ndimage.label(volume, structure=full)
+        if count > 1:
+            sizes = np.bincount(labels.ravel())[1:]
+            shares[i] = 1.0 - sizes.max() / sizes.sum()
+    return shares
+
+
 def shape_metrics(samples: np.ndarray, references: np.ndarray, novelty_below: float = 0.9,
                   threshold: float = 0.5) -> dict[str, float]:
     """The 3D-GAN chapter's scores of generated shapes against the training shapes."""
@@ -213,4 +229,6 @@ def shape_metrics(samples: np.ndarray, references: np.ndarray, novelty_below: fl
         "pairwise_iou_mean": mean_pairwise_iou(samples, threshold),
         "occupancy_mean": float(filled.mean()),
         "empty_fraction": float((filled == 0).mean()),
+        "debris_fraction": float(debris_fractions(samples, threshold).mean()),
+        "debris_fraction_training": float(debris_fractions(references, threshold).mean()),
     }

@@ -6,6 +6,7 @@ import pytest
 
 from common.voxels import (exposed_faces, interpolate_latents, iou_matrix, mean_pairwise_iou, nearest_iou,
                            render_grid, shape_metrics, voxel_mesh, write_obj)
+from common.voxels import debris_fractions
 from datasets.procedural_voxels import CATEGORIES, make_shape, make_shapes
 
 
@@ -94,3 +95,17 @@ def test_interpolation_ends_at_both_latents():
     path = interpolate_latents(start, end, 5)
     assert path.shape == (5, 1, 1, 1, 4)
     np.testing.assert_allclose(path[[0, 2, 4], 0, 0, 0, 0], [0, 0.5, 1])
+
+
+def test_debris_fraction_counts_voxels_outside_the_largest_26_connected_piece():
+    volume = np.zeros((1, 8, 8, 8, 1), np.float32)
+    volume[0, 1:4, 1:4, 1:4] = 1.0          # a 27-voxel solid piece
+    volume[0, 4, 4, 4] = 1.0                # touches it at a corner only: part of it under 26-connectivity
+    volume[0, 7, 0, 7] = 1.0                # two loose voxels, each alone
+    volume[0, 0, 7, 0] = 1.0
+    assert debris_fractions(volume)[0] == pytest.approx(2 / 30)
+    solid, empty = volume.copy(), np.zeros_like(volume)
+    solid[0, 7, 0, 7] = solid[0, 0, 7, 0] = 0.0
+    assert debris_fractions(np.concatenate([solid, empty])).tolist() == [0.0, 0.0]
+    scores = shape_metrics(np.concatenate([volume, solid]), solid)
+    assert scores["debris_fraction"] == pytest.approx(1 / 30) and scores["debris_fraction_training"] == 0.0
