@@ -63,13 +63,13 @@ def _epochs_trained(run: Run) -> int:
 class EvaluateEvery(keras.callbacks.Callback):
     """Adds the scores to the epoch's logs every N epochs (so they reach TensorBoard and history.csv)."""
 
-    def __init__(self, score: GeneratorScore, every: int, generator: keras.Model) -> None:
+    def __init__(self, score: GeneratorScore, every: int, gan) -> None:
         super().__init__()
-        self.score, self.every, self.generator = score, every, generator
+        self.score, self.every, self.gan = score, every, gan
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if logs is not None and (epoch + 1) % self.every == 0:
-            logs.update({f"eval/{k}": v for k, v in self.score(self.generator).items()})
+        if logs is not None and (epoch + 1) % self.every == 0:  # the generator a user samples from
+            logs.update({f"eval/{k}": v for k, v in self.score(self.gan.sampling_generator()).items()})
 
 
 def load_metrics(run: Run) -> dict:

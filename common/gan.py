@@ -36,6 +36,7 @@ class GAN(keras.Model):
         self.discriminator, self.critic, self.features = discriminator_views(discriminator, options)
         self.adversarial = make_loss(options.loss, options.label_smoothing, options.label_noise)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.tracked}
+        self.average = None  # --average-generator: a GeneratorAverage, made in build_optimizers()
         self.built = True  # the networks are built functional models; fit() under tf.distribute checks this
 
     def compile(self, d_optimizer: keras.optimizers.Optimizer, g_optimizer: keras.optimizers.Optimizer,
@@ -79,17 +80,31 @@ class GAN(keras.Model):
                  "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
         if hasattr(self, "historical"):
             items["historical"] = {name: [*slots, self.historical_count[name]] for name, slots in self.historical.items()}
+        if self.average is not None:
+            items.update(self.average.checkpoint_items())
         return items
 
     def saved_models(self) -> dict[str, keras.Model]:
-        """Models written to <run>/models/<name>.keras for inference in a fresh process."""
-        return {"generator": self.generator, "discriminator": self.discriminator}
+        """Models written to <run>/models/<name>.keras for inference in a fresh process (the weight average is
+        what a user samples from when there is one; the raw G stays in the checkpoints)."""
+        return {"generator": self.sampling_generator(), "discriminator": self.discriminator}
+
+    def sampling_generator(self) -> keras.Model:
+        return self.average.average if self.average is not None else self.generator
+
+    def training_callbacks(self) -> list[keras.callbacks.Callback]:
+        """Callbacks the model needs during fit() (the weight average's update after each step)."""
+        return [self.average] if self.average is not None else []
 
     # --- the step -------------------------------------------------------------------------------
     def build_optimizers(self) -> None:
         """Creates optimizer slots (and running weight averages) now, so a checkpoint can be restored into them."""
         self.d_optimizer.build(self.discriminator.trainable_variables)
         self.g_optimizer.build(self.generator.trainable_variables)
+        if self.options.average_generator and self.average is None:
+            from common.ema import GeneratorAverage
+
+            self.average = GeneratorAverage(self.generator, self.options.average_generator)
         if self.options.historical_averaging and not hasattr(self, "historical"):
             self.historical, self.historical_count = {}, {}
             for model in (self.discriminator, self.generator):
@@ -185,7 +200,7 @@ class GAN(keras.Model):
 
     def sample(self, inputs: Any) -> tf.Tensor:
         """Images for fixed inputs (a latent batch, or what `generate` needs), with inference-mode layers."""
-        return self.generator(inputs, training=False)
+        return self.sampling_generator()(inputs, training=False)
 
 
 def _mean(values: tf.Tensor) -> tf.Tensor:

@@ -37,6 +37,7 @@ class Stabilizers:
     minibatch_discrimination: int = 0
     historical_averaging: float = 0.0
     pack: int = 1
+    average_generator: float = 0.0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Stabilizers":
@@ -65,6 +66,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                        help="penalise each network's distance to the average of its past weights; 0 = off")
     group.add_argument("--pack", type=positive_int, default=1, metavar="K",
                        help="PacGAN: D judges K samples at once (batch size must divide by K); 1 = off")
+    group.add_argument("--average-generator", type=non_negative_float, default=0.0, metavar="DECAY",
+                       help="sample and save an exponential moving average of G's weights with this decay (e.g. "
+                            "0.999; Karras et al.'s smoothed generator) instead of the raw G; 0 = off")
 
 
 def check(options: Stabilizers, conditional: bool, batch_size: int) -> None:
@@ -75,6 +79,8 @@ def check(options: Stabilizers, conditional: bool, batch_size: int) -> None:
         raise UserError(f"--label-smoothing must be in (0, 1], got {options.label_smoothing}")
     if not 0.0 <= options.label_noise < 0.5:
         raise UserError(f"--label-noise must be in [0, 0.5), got {options.label_noise}")
+    if not 0.0 <= options.average_generator < 1.0:
+        raise UserError(f"--average-generator must be in [0, 1), got {options.average_generator}")
     if options.pack < 1:
         raise UserError(f"--pack must be at least 1, got {options.pack}")
     if options.pack > 1 and conditional:

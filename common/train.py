@@ -55,7 +55,8 @@ def fit_gan(gan: GAN, run: Run, args: argparse.Namespace, strategy: tf.distribut
                              start_step=initial_epoch * steps, noise=gan.noise)
     # Order matters: nothing is saved after a NaN, and extra callbacks (e.g. evaluation) add their numbers to
     # the epoch's logs before they are written out.
-    keep = [NanGuard(checkpoints), SaveEveryEpoch(checkpoints, run, gan.saved_models(), chief), *callbacks]
+    keep = [*gan.training_callbacks(), NanGuard(checkpoints), SaveEveryEpoch(checkpoints, run, gan.saved_models(), chief),
+            *callbacks]
     if chief:
         keep += [LossHistory(run, writer, initial_epoch), SampleGrid(run, writer, sample, render=render)]
     log(f"training {args.epochs - initial_epoch} epochs of {steps} steps, batch {args.batch_size}; "

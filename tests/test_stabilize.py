@@ -146,3 +146,44 @@ def test_pack_flag_on_the_vanilla_chapter_refuses_a_bad_batch_and_trains_end_to_
     assert (run_dir / "checkpoints" / "ckpt-1.index").exists()
     tags = EventAccumulator(str(run_dir / "logs" / "train")).Reload().Tags()
     assert "generator_and_discriminator" in tags["tensors"]  # the graph of G + packed D, traced at batch 2
+
+
+def test_the_generator_average_is_what_is_sampled_saved_and_resumed(tmp_path):
+    """--average-generator: generator.keras holds the moving average (not the raw G), the average follows
+    avg = d * avg + (1 - d) * G with the warm-up, and a split run ends with the same average as an unbroken one."""
+    import tensorflow as tf
+
+    from chapters.vanilla_gan.main import main
+    from common.checkpoints import load_model
+    from conftest import run_main
+
+    def train(run, epochs, resume=False):
+        argv = ["--steps-per-epoch", "4", "--batch-size", "16", "--epochs", str(epochs), "--average-generator", "0.9"]
+        return run_main(main, [*argv, *(["--resume", run] if resume else ["--run-dir", run])])
+
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert train(whole, 2) == 0
+    assert train(split, 1) == 0 and train(split, 2, resume=True) == 0
+    saved = load_model(whole / "models" / "generator.keras", "").get_weights()
+    raw = tf.train.load_checkpoint(str(whole / "checkpoints"))
+    kernel = raw.get_tensor("g_optimizer/_trainable_variables/4/.ATTRIBUTES/VARIABLE_VALUE")  # G's last Dense
+    assert kernel.shape == saved[4].shape and not np.allclose(kernel, saved[4])  # saved: not the raw G
+    assert int(raw.get_tensor("generator_average_updates/.ATTRIBUTES/VARIABLE_VALUE")) == 8  # 2 epochs x 4 steps
+    resumed = load_model(split / "models" / "generator.keras", "").get_weights()
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(saved, resumed))
+
+
+def test_average_update_follows_its_formula():
+    import keras
+
+    from common.ema import GeneratorAverage
+
+    inputs = keras.Input((2,))
+    generator = keras.Model(inputs, keras.layers.Dense(1, kernel_initializer="ones", bias_initializer="zeros")(inputs))
+    average = GeneratorAverage(generator, 0.5)
+    generator.layers[1].kernel.assign(np.full((2, 1), 3.0, np.float32))
+    average.on_train_batch_end(0)  # warm-up: d = min(0.5, 1/10) = 0.1 -> 0.1 * 1 + 0.9 * 3
+    assert np.allclose(average.average.layers[1].kernel.numpy(), 2.8)
+    for _ in range(20):
+        average.on_train_batch_end(0)
+    assert np.allclose(average.average.layers[1].kernel.numpy(), 3.0, atol=1e-4)

@@ -74,7 +74,7 @@ def main(argv: Sequence[str]) -> int:
     scoring = []
     if args.eval_every:
         score = GeneratorScore(real, mnist_extractor(), args.eval_samples, args.seed)
-        scoring.append(EvaluateEvery(score, args.eval_every, gan.generator))
+        scoring.append(EvaluateEvery(score, args.eval_every, gan))
     fit_gan(gan, run, args, strategy, len(digits), in_memory({"real": digits}, to_images), callbacks=scoring)
     return 0
 
