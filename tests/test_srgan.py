@@ -372,9 +372,22 @@ def test_upscale_progress_shows_tiles_elapsed_and_eta():
     lines = stream.getvalue().splitlines()
     assert len(lines) == 9 and lines[0].startswith("photo.png: 1/10 tiles, 0:00:00 elapsed, ETA 0:00:0"), lines
     quiet = io.StringIO()  # a job shorter than `first_after` says nothing until its result line
+    short = Progress(3, "x", quiet)
     for _ in range(3):
-        Progress(3, "x", quiet)()
+        short()
     assert quiet.getvalue() == ""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()  # on a terminal: a tqdm bar with done/total and elapsed<ETA
+    bar = Progress(10, "photo.png", terminal)
+    for _ in range(4):
+        bar()
+    bar.bar.refresh()  # tqdm redraws at most every 0.1 s
+    bar.close()
+    assert "4/10 [" in terminal.getvalue() and "tile/s]" in terminal.getvalue()
 
 
 class _Lines:
@@ -532,7 +545,6 @@ def test_a_training_step_too_big_for_memory_is_refused_before_anything_is_built(
     import sys
     import time
 
-    from chapters.srgan.main import build_parser, check_memory, step_memory_bytes
     from conftest import ROOT
 
     run_dir = tmp_path / "run"
@@ -546,6 +558,8 @@ def test_a_training_step_too_big_for_memory_is_refused_before_anything_is_built(
     assert len(lines) == 1 and lines[0].startswith("error: SRGAN training at --hr-size 100000"), lines
     assert " GiB for one training step" in lines[0] and "lower --hr-size or --batch-size" in lines[0]
     assert time.time() - started < 60 and not run_dir.exists()
+    from chapters.srgan.main import build_parser, check_memory, step_memory_bytes
+
     default_cpu_run = build_parser().parse_args(["--hr-size", "48", "--batch-size", "4", "--bicubic-skip"])
     check_memory(default_cpu_run, default_cpu_run.vgg_layer)  # the default CPU configuration passes
     assert 0.2 * 2 ** 30 < step_memory_bytes(default_cpu_run, "block3_conv3") < 2 * 2 ** 30

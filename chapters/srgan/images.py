@@ -384,12 +384,7 @@ def plan_outputs(source: Path, output: str | None, overwrite: bool) -> list[tupl
 
         outputs = {os.path.realpath(target_of(f)) for f in found}
         own = [f for f in found if os.path.realpath(f) in outputs]
-        if own:
-            print(f"skipped {len(own)} file(s) of --input {source} that are this command's own outputs "
-                  f"({', '.join(f.name for f in own[:3])}{', ...' if len(own) > 3 else ''})")
-        files = [f for f in found if os.path.realpath(f) not in outputs]
-        if not files:
-            raise UserError(f"--input {source} holds only upscaled outputs (*_x4.png), no image to upscale")
+        files = [f for f in found if os.path.realpath(f) not in outputs]  # never empty: a target's name is longer
         pairs = [(f, target_of(f)) for f in usable_images(files, flag="--input")]
         first = {}
         for file, target in pairs:
@@ -401,7 +396,7 @@ def plan_outputs(source: Path, output: str | None, overwrite: bool) -> list[tupl
         target = Path(output) if output else source.with_name(source.stem + "_x4.png")
         if not target.is_dir() and target.suffix.lower() != ".png":
             raise UserError(f"--output {target} must be a .png file (the upscaled image is written as PNG)")
-        pairs = [(source, target)]
+        pairs, own = [(source, target)], []
     refused = []
     for file, target in pairs:
         try:
@@ -411,4 +406,7 @@ def plan_outputs(source: Path, output: str | None, overwrite: bool) -> list[tupl
     if refused:
         more = f" ({len(refused) - 1} more of the outputs too)" if len(refused) > 1 else ""
         raise UserError(refused[0] + more)
+    if own:
+        print(f"skipped {len(own)} file(s) of --input {source} that are this command's own outputs "
+              f"({', '.join(f.name for f in own[:3])}{', ...' if len(own) > 3 else ''})")
     return pairs

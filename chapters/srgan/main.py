@@ -29,12 +29,16 @@ from common.cli import (  # noqa: E402
 
 PHOTOS = Path(__file__).resolve().parents[2] / "datasets" / "srgan_photos"
 EMBEDDED_CROPS_PER_IMAGE = 40
+# --precision auto keeps float32 on a CPU until bfloat16's PSNR against bicubic is measured (--precision bfloat16
+# forces it).
+BF16_ON_CPU = False
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = base_parser("srgan", __doc__, stages=("train", "pretrain", "upscale", "evaluate"), epochs=2,
-                         batch_size=8, sampling=False, data_help="folder of training images (any size; default: the embedded "
-                                                 "photos in datasets/srgan_photos/train)")
+                         batch_size=8, sampling=False,
+                         data_help="folder of training images (any size; default: the embedded photos in "
+                                   "datasets/srgan_photos/train)")
     model = parser.add_argument_group("SRGAN")
     model.add_argument("--hr-size", type=positive_int, default=96, metavar="PIXELS",
                        help="side of the HR training crops (a multiple of 4; the book uses 256, the paper 96)")
@@ -110,11 +114,12 @@ def step_memory_bytes(args: argparse.Namespace, vgg_layer: str | None = None) ->
     models.step_feature_maps), the convolution gradients' scratch buffer, and weights with their gradients and
     two Adam moments."""
     from chapters.srgan import models
+    from common.devices import precision_of
     from common.memory import activation_bytes
 
     adversarial = args.stage != "pretrain"
     maps = models.step_feature_maps(args.hr_size, args.residual_blocks, adversarial, vgg_layer if adversarial else None)
-    dtype_bytes = 2 if args.mixed_precision else 4
+    dtype_bytes = 2 if precision_of(args) in ("float16", "bfloat16") else 4  # auto may stay float32: count 4
     weights = 4 * 4 * models.parameter_count(args.residual_blocks, adversarial)
     vgg_weights = 4 * 20_024_384 if vgg_layer and adversarial else 0  # VGG19 without its top, loaded whole
     return (activation_bytes(maps, args.batch_size, dtype_bytes) + models.conv_scratch_bytes(args.hr_size)
@@ -134,7 +139,7 @@ def check_memory(args: argparse.Namespace, vgg_layer: str | None = None) -> None
 
 def prepare(args: argparse.Namespace) -> dict:
     """The training crops, the held-out validation crops and the content loss (may raise UserError)."""
-    from chapters.srgan import images, models
+    from chapters.srgan import images
     from common.errors import UserError
 
     if args.hr_size < 16 or args.hr_size % 16:
@@ -185,10 +190,10 @@ def train(args: argparse.Namespace, run, data: dict) -> None:
     checkpoint), both on the same generator: the adversarial phase starts from the pretrained weights."""
     from chapters.srgan import models
     from common.checkpoints import checkpoint_candidates
-    from common.devices import setup_devices
+    from common.devices import precision_of, setup_devices
     from common.train import fit_gan
 
-    strategy = setup_devices(args.strategy, args.mixed_precision, args.seed)
+    strategy = setup_devices(args.strategy, precision_of(args), args.seed, bf16_on_cpu=BF16_ON_CPU)
     with strategy.scope():
         generator = models.build_generator(args.residual_blocks, bicubic_skip=args.bicubic_skip)
         pretrain = models.SRResNet(generator)
@@ -302,7 +307,7 @@ def _generators(args: argparse.Namespace, run) -> list[tuple[str, Path]]:
     return found
 
 
-GENERATOR_KIND = "an SRGAN generator (one image (batch, height, width, 3) in, the 4x larger image out)"
+GENERATOR_KIND = "an SRGAN generator, which maps an image (batch, height, width, 3) to the 4x larger one"
 
 
 def _load(path: Path):

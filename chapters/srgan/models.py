@@ -188,6 +188,9 @@ class SRResNet(keras.Model):
     def saved_models(self) -> dict[str, keras.Model]:
         return {"generator": self.generator}
 
+    def training_callbacks(self) -> list[keras.callbacks.Callback]:
+        return []  # fit_gan's hook for per-step callbacks (common.gan.GAN's weight average); SRGAN has none
+
     def build_optimizers(self) -> None:
         self.g_optimizer.build(self.generator.trainable_variables)
 
@@ -288,7 +291,7 @@ def step_feature_maps(hr_size: int, residual_blocks: int, discriminator: bool = 
 
     Generator: its layers at LR, after each 2x upsampling and at HR; discriminator: its eight conv blocks and
     dense head at HR, three times (D on HR and on SR for its update, on SR again for G's loss); VGG19: its
-    layers up to `vgg_layer` on SR and on HR.
+    layers up to `vgg_layer` on SR.
     """
     hr, lr = hr_size, hr_size // SCALE
     maps = [(hr, hr, 3), (lr, lr, 3)]  # the batch
@@ -313,15 +316,16 @@ def step_feature_maps(hr_size: int, residual_blocks: int, discriminator: bool = 
                 break
             side //= 2
             vgg.append((side, side, filters))  # max pooling
-        maps += vgg * 2
+        maps += vgg  # on SR (kept for G's gradient); the HR pass is outside the gradient and freed as it goes
     return maps
 
 
 def conv_scratch_bytes(hr_size: int) -> float:
-    """The largest temporary buffer of the backward pass: TensorFlow's CPU convolution gradients unfold their
-    input into a (pixels, k*k*channels) matrix, one image at a time, for the filter and again for the input
-    gradient. The generator's last conv (9x9 over 256 channels at HR) dwarfs every other layer: 20,736 floats
-    per output pixel, measured at 2 x that per image (kernel + input gradient) on TF 2.x CPU."""
+    """The largest temporary buffer of the backward pass. TensorFlow's CPU convolution gradients unfold their
+    input into a (pixels, k*k*channels) matrix, one image at a time; the generator's last conv (9x9 over 256
+    channels at HR: 20,736 floats per output pixel) dwarfs every other layer. Counted twice (kernel and input
+    gradient): measured on TF 2.x CPU, one such layer peaked at 34,000 floats per HR pixel and the generator's
+    whole step at about 38,000 above its activations."""
     return 2.0 * 9 * 9 * 256 * hr_size * hr_size * 4
 
 
