@@ -19,7 +19,7 @@ from common.cli import PYTHON, explicit_flags
 from common.errors import UserError
 
 # Flags that describe how to run, not what is trained: a resumed run may change them freely.
-_NOT_SAVED = {"resume", "run_dir", "stage", "num", "out", "overwrite"}
+_NOT_SAVED = {"resume", "run_dir", "stage", "num", "out", "overwrite", "input", "output", "generator", "image"}
 
 
 class Run:
