@@ -12,11 +12,17 @@ medians and their ratio):
                  images: time and peak memory
   upscale        4x super-resolution in 128-pixel tiles, 256x256 -> 1024x1024 (--photo-size 1024 for a
                  1024x1024 input: 121 tiles, too long for the 20-minute budget on a CPU); an untrained generator
-                 of the book's size (the weights do not change the speed)
+                 of the book's size (the weights do not change the speed); its MFU against a float32 matmul
+  precision      per chapter, the train step built under float32 and under mixed_bfloat16, interleaved: step
+                 time, speed-up, and MFU (analytic FLOPs / step time / the same process's 2048^3 matmul rate
+                 of that dtype)
+  onednn         (only with --only) float32 steps in child processes with TF_ENABLE_ONEDNN_OPTS=0 and 1,
+                 alternating: TensorFlow leaves oneDNN off on CPUs without AVX512_VNNI/BF16 or AMX
 
-  python -m bench.bench                          # everything (make bench), about 15-20 minutes on 2 cores
+  python -m bench.bench                          # everything (make bench), about 20-25 minutes on 2 cores
   python -m bench.bench --quick                  # a smoke run of every section, a few minutes
   python -m bench.bench --only steps --chapters vanilla srgan
+  python -m bench.bench --only precision --precision-cases anime_dcgan gan_3d
 
 Prints a table (figure, target, met/missed) and writes bench/results.json with the machine (CPU model, cores,
 TensorFlow/Keras versions, load average at start and end) and every measurement. The data sets are generated
@@ -39,7 +45,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from common.errors import UserError  # noqa: E402
 
-SECTIONS = ("steps", "pipeline", "srgan-loader", "wiki-loader", "upscale")
+SECTIONS = ("steps", "pipeline", "srgan-loader", "wiki-loader", "upscale", "precision", "onednn")
+DEFAULT_SECTIONS = SECTIONS[:-1]  # onednn starts child processes (minutes per case): asked for by --only
 CHAPTERS = ("vanilla", "anime_dcgan", "srgan", "gan_3d", "age_cgan")
 WIKI_SIZES, WIKI_SIZES_QUICK = [1000, 2000, 4000, 8000], [250, 500, 1000]
 TARGETS = {"steps": 1.0, "pipeline": 0.9, "srgan-loader": 5.0,
@@ -65,6 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--photo-size", type=int, default=None,
                         help="side of the photo the upscale section enlarges 4x (default 256, a 1024x1024 result; --quick 128; "
                              "1024 takes 121 tiles, about 10-25 minutes on a 2-core CPU)")
+    parser.add_argument("--precision-cases", nargs="+", default=None, metavar="CASE",
+                        help="cases of the precision section (default all: vanilla anime_dcgan srgan gan_3d "
+                             "gan_3d_book age_cgan_half age_cgan pgan; --quick: vanilla srgan gan_3d age_cgan_half)")
+    parser.add_argument("--precision-budget", type=float, default=None, metavar="SECONDS",
+                        help="timed seconds per precision case, after its warm-up (default 60; --quick 10): a case "
+                             "stops once it has used them, after two rounds")
+    parser.add_argument("--precision-bf16", choices=("auto", "always", "never"), default="auto",
+                        help="which precision cases time a bfloat16 side: auto = all on a CPU with native bfloat16, "
+                             "on one without only those where emulated bfloat16 is not 5-10x slower (2-D convs)")
+    parser.add_argument("--onednn-cases", nargs="+", default=None, metavar="CASE",
+                        help="precision cases of the onednn section (default anime_dcgan srgan gan_3d age_cgan_half "
+                             "pgan; --quick: gan_3d)")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="where the generated data sets go (kept); default: a temporary folder, deleted after")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
@@ -77,14 +96,22 @@ def main(argv: Sequence[str]) -> int:
     rounds = args.rounds if args.rounds is not None else (2 if quick else 5)
     if rounds < 1:
         raise UserError("--rounds must be at least 1")
-    sections = args.only or list(SECTIONS)
+    sections = args.only or list(DEFAULT_SECTIONS)
     wiki_sizes = sorted(args.wiki_sizes or (WIKI_SIZES_QUICK if quick else WIKI_SIZES))
     srgan_images = args.srgan_images or (4000 if quick else 20000)
     photo_size = args.photo_size or (128 if quick else 256)
     if min(wiki_sizes) < 64 or srgan_images < 100 or photo_size < 16:
         raise UserError("--wiki-sizes need at least 64 images, --srgan-images 100 and --photo-size 16 pixels")
+    precision_cases = args.precision_cases or None
+    from bench.precision import CASES as PRECISION_CASES
 
-    from bench import loaders, steps
+    unknown = sorted(set(precision_cases or []) - set(PRECISION_CASES))
+    unknown += sorted(set(args.onednn_cases or []) - set(PRECISION_CASES))
+    if unknown:
+        raise UserError(f"--precision-cases / --onednn-cases: unknown {', '.join(unknown)}; choose from "
+                        f"{', '.join(PRECISION_CASES)}")
+
+    from bench import loaders, onednn, precision, steps
     from bench.common import load_average, machine, section_clock
     from common.devices import setup_devices
 
@@ -93,7 +120,10 @@ def main(argv: Sequence[str]) -> int:
     setup_devices("one", False, seed=0, log=lambda _: None)  # GPU memory growth where there is one; float32
     info = machine()
     print(f"{info['cpu']}, {info['cores_usable']} cores, TensorFlow {info['tensorflow']}, Keras {info['keras']}"
-          f"{', GPUs: ' + ', '.join(info['gpus']) if info['gpus'] else ', no GPU'}; load average {load_start}",
+          f"{', GPUs: ' + ', '.join(info['gpus']) if info['gpus'] else ', no GPU'}; "
+          f"oneDNN {'on' if info['onednn_enabled'] else 'off'}, "
+          f"native bfloat16 {'yes' if info['cpu_has_native_bf16'] else 'no'}; "
+          f"load average {load_start}",
           flush=True)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="gan-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -126,21 +156,57 @@ def main(argv: Sequence[str]) -> int:
         if "upscale" in sections:
             with section_clock("upscale", clocks):
                 results["upscale"] = loaders.upscale(work, photo_size)
+        if "precision" in sections:
+            with section_clock("precision", clocks):
+                names = precision_cases or list(precision.QUICK_CASES if quick else precision.CASES)
+                results["precision"] = precision.run(names, quick, rounds, args.precision_budget, args.precision_bf16)
+        if "onednn" in sections:
+            with section_clock("onednn", clocks):
+                names = args.onednn_cases or list(onednn.QUICK_CASES if quick else onednn.DEFAULT_CASES)
+                results["onednn"] = onednn.run(names, quick, rounds)
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
     total = time.perf_counter() - started
-    rows = target_rows(results)
-    print_report(rows, clocks, total)
-    summary = {"machine": {**info, "load_average_start": load_start, "load_average_end": load_average()},
+    load_end = load_average()
+    run_info = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": info["cpu"], "cores_usable": info["cores_usable"],
+                "load_average_start": load_start, "load_average_end": load_end, "quick": quick}
+    previous = _previous(args.out) if args.only else {}  # --only: the other sections' figures stay in the file
+    merged = {**previous.get("results", {}), **results}
+    earlier = previous.get("section_runs") or {  # a file from before section_runs: its machine ran them all
+        key: {"cpu": previous.get("machine", {}).get("cpu"),
+              "load_average_start": previous.get("machine", {}).get("load_average_start"),
+              "load_average_end": previous.get("machine", {}).get("load_average_end"),
+              "quick": previous.get("settings", {}).get("quick")} for key in previous.get("results", {})}
+    runs = {**earlier, **{_result_key(name): run_info for name in sections}}
+    rows = target_rows(merged)
+    print_report(target_rows(results), clocks, total)
+    summary = {"machine": {**info, "load_average_start": load_start, "load_average_end": load_end},
                "settings": {"quick": quick, "rounds": rounds, "sections": sections, "chapters": args.chapters,
-                            "wiki_sizes": wiki_sizes, "srgan_images": srgan_images, "photo_size": photo_size},
-               "targets": TARGETS, "table": [dict(zip(("comparison", "figure", "target", "status"), r)) for r in rows],
-               "section_seconds": clocks, "total_seconds": round(total, 1), "results": results}
+                            "wiki_sizes": wiki_sizes, "srgan_images": srgan_images, "photo_size": photo_size,
+                            "precision_cases": precision_cases, "precision_budget_s": args.precision_budget,
+                            "precision_bf16": args.precision_bf16, "onednn_cases": args.onednn_cases},
+               "targets": {**TARGETS, "precision_speedup": precision.SPEEDUP_TARGET,
+                           "precision_mfu": precision.MFU_TARGET},
+               "table": [dict(zip(("comparison", "figure", "target", "status"), r)) for r in rows],
+               "section_seconds": {**previous.get("section_seconds", {}), **clocks}, "total_seconds": round(total, 1),
+               "section_runs": runs, "results": merged}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=1, default=_json_default))
-    print(f"wrote {args.out}")
+    kept = sorted(set(previous.get("results", {})) - set(results))
+    print(f"wrote {args.out}" + (f" (kept the earlier figures of {', '.join(kept)})" if kept else ""))
     return 0
+
+
+def _result_key(section: str) -> str:
+    return section.replace("-", "_")
+
+
+def _previous(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _json_default(value):
@@ -148,6 +214,11 @@ def _json_default(value):
         return float(value)
     except (TypeError, ValueError):
         return str(value)
+
+
+def _at(table: dict, n: int):
+    """table[n], also from a results.json read back (JSON keys are strings)."""
+    return table[n] if n in table else table[str(n)]
 
 
 def _status(met: bool | None) -> str:
@@ -178,28 +249,40 @@ def target_rows(results: dict) -> list[list[str]]:
         sizes = r["sizes"]
         rows.append([f"wiki loader time, {sizes[0]} -> {sizes[-1]} images",
                      f"{r['ours_time_per_image_ratio']:.2f}x the time per image "
-                     f"({r['ours'][sizes[0]]['seconds']:.1f} -> {r['ours'][sizes[-1]]['seconds']:.1f} s)",
+                     f"({_at(r['ours'], sizes[0])['seconds']:.1f} -> {_at(r['ours'], sizes[-1])['seconds']:.1f} s)",
                      f"linear (<= {TARGETS['wiki_time_per_image_ratio']}x per image)",
                      _status(r["ours_time_per_image_ratio"] <= TARGETS["wiki_time_per_image_ratio"])])
         rows.append([f"wiki loader memory, {sizes[0]} -> {sizes[-1]} images",
                      f"{r['ours_memory_growth_mb']:+.0f} MB peak RSS "
-                     f"({r['ours'][sizes[0]]['peak_rss_delta_mb']:.0f} -> {r['ours'][sizes[-1]]['peak_rss_delta_mb']:.0f})",
+                     f"({_at(r['ours'], sizes[0])['peak_rss_delta_mb']:.0f} -> {_at(r['ours'], sizes[-1])['peak_rss_delta_mb']:.0f})",
                      f"flat (<= {TARGETS['wiki_memory_growth_mb']:.0f} MB growth)",
                      _status(r["ours_memory_growth_mb"] <= TARGETS["wiki_memory_growth_mb"])])
         for n in sizes:
-            book = r["book"][n]
+            book = _at(r["book"], n)
             figure = (f"~{book['predicted_seconds']:.0f} s (extrapolated), ~{book['predicted_peak_rss_delta_mb']:.0f} MB"
                       if book.get("skipped") else f"{book['seconds']:.1f} s, +{book['peak_rss_delta_mb']:.0f} MB")
-            ours = r["ours"][n]
+            ours = _at(r["ours"], n)
             rows.append([f"  wiki {n} images: book's loader / ours", f"{figure} / {ours['seconds']:.1f} s, "
                          f"+{ours['peak_rss_delta_mb']:.0f} MB", "-", "-"])
     if "upscale" in results:
         r = results["upscale"]
         rows.append([f"upscale {r['input']} -> {r['output']} ({r['tiles']} tile(s))",
                      f"{r['seconds']:.0f} s, peak RSS +{r['peak_rss_delta_mb']:.0f} MB", "(shown, no target)", "-"])
+        if "mfu_float32" in r:
+            rows.append([f"  upscale MFU ({r['flops_per_tile'] / 1e9:.0f} GFLOP per tile)",
+                         f"{r['mfu_float32']:.2f} ({r['gflops_per_s']:.1f} GFLOP/s; float32 matmul "
+                         f"{r['matmul_gflops_per_s_float32']:.1f})", "(shown)", "-"])
         if r["input"] != "1024x1024":
             rows.append(["  1024x1024 input (121 tiles), predicted", f"~{r['predicted_seconds_1024_input']:.0f} s",
                          "-", "-"])
+    if "precision" in results:
+        from bench.precision import rows as precision_rows
+
+        rows += precision_rows(results["precision"], _status)
+    if "onednn" in results:
+        from bench.onednn import rows as onednn_rows
+
+        rows += onednn_rows(results["onednn"])
     return rows
 
 

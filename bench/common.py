@@ -40,6 +40,47 @@ def summary(times: list[float], per_unit: float) -> dict:
     return {"median_s": m, "per_s": per_unit / m if m > 0 else float("nan"), "times_s": [round(t, 5) for t in times]}
 
 
+class MatmulUnit:
+    """`reps` n x n x n matmuls of `dtype` in one compiled call: the reference rate of an MFU.
+
+    `run()` is one unit of work for `interleave` (it waits for the result); `flops` its FLOPs (2 n^3 per
+    matmul). The operands are arguments, not captured constants, so nothing is folded at trace time."""
+
+    def __init__(self, dtype: str, n: int = 2048, reps: int = 3) -> None:
+        import tensorflow as tf
+
+        self.dtype, self.n, self.reps = dtype, n, reps
+        self.flops = 2.0 * n ** 3 * reps
+        rng = tf.random.Generator.from_seed(0)
+        self.a = tf.cast(rng.normal((n, n)), dtype)
+        self.b = tf.cast(rng.normal((n, n)), dtype)
+
+        @tf.function
+        def product(a, b):
+            total = tf.constant(0.0)
+            for _ in range(reps):
+                c = tf.matmul(a, b)
+                total += tf.cast(c[0, 0], tf.float32)
+                a = a + tf.cast(total * 0.0, dtype)  # a data dependency: the matmuls run one after another
+            return total
+
+        self._product = product
+
+    def run(self) -> None:
+        float(self._product(self.a, self.b))
+
+
+def matmul_unit(dtype: str, n: int = 2048, reps: int = 3) -> MatmulUnit:
+    return MatmulUnit(dtype, n, reps)
+
+
+def matmul_rate(dtype: str, rounds: int = 3, n: int = 2048) -> float:
+    """Median FLOP/s of an n^3 matmul of `dtype` (one warm-up call first)."""
+    unit = MatmulUnit(dtype, n)
+    times = interleave({"matmul": unit.run}, rounds=rounds)["matmul"]
+    return unit.flops / median(times)
+
+
 # --- memory -------------------------------------------------------------------------------------------------
 
 def _status_kb(key: str) -> int | None:
@@ -135,7 +176,15 @@ def machine() -> dict:
     import numpy as np
     import tensorflow as tf
 
+    from common.devices import cpu_has_native_bf16
+
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        onednn = bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        onednn = None
     memory = None
     try:
         with open("/proc/meminfo") as handle:
@@ -146,7 +195,20 @@ def machine() -> dict:
             "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "memory_gb": memory, "gpus": gpus, "python": platform.python_version(), "platform": platform.platform(),
             "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "cpu_has_native_bf16": cpu_has_native_bf16(), "cpu_avx512": "avx512f" in _cpu_flags(),
+            "onednn_enabled": onednn, "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 # --- output ------------------------------------------------------------------------------------------------

@@ -138,13 +138,9 @@ def _shapes(structure) -> list[tuple]:
     return [tuple(t.shape) for t in flat if hasattr(t, "shape")]
 
 
-def flops_by_layer(model, batch: int = 1, input_shape=None) -> list[dict]:
-    """[{"layer", "class", "input", "output", "flops"}] for every layer call of `model`'s forward pass.
-
-    `input_shape`: one input's shape without the batch axis, or a list of them (one per model input); default
-    the model's own input shapes, which must then be fully known. Nested functional models are walked into
-    (their layers are named "outer/inner").
-    """
+def layer_calls(model, batch: int = 1, input_shape=None) -> list[tuple]:
+    """(layer, input shapes, output shapes, FLOPs, name) of every layer call of `model`'s forward pass on `batch`
+    examples, in graph order; `input_shape` as for flops_by_layer. The layer objects are the model's own."""
     import keras
 
     graph = _functional(model)
@@ -162,31 +158,39 @@ def flops_by_layer(model, batch: int = 1, input_shape=None) -> list[dict]:
     if len(shapes) != len(own):
         raise ValueError(f"{model.name} has {len(own)} inputs, got {len(shapes)} input shapes")
     inputs = [keras.KerasTensor((batch, *s), dtype=t.dtype) for s, t in zip(shapes, graph.inputs)]
-    rows: list[dict] = []
-    _walk(graph, inputs, rows, prefix="")
-    return rows
+    calls: list[tuple] = []
+    _walk(graph, inputs, calls, prefix="")
+    return calls
 
 
-def _walk(graph, inputs, rows: list, prefix: str):
+def flops_by_layer(model, batch: int = 1, input_shape=None) -> list[dict]:
+    """[{"layer", "class", "input", "output", "flops"}] for every layer call of `model`'s forward pass.
+
+    `input_shape`: one input's shape without the batch axis, or a list of them (one per model input); default
+    the model's own input shapes, which must then be fully known. Nested functional models are walked into
+    (their layers are named "outer/inner"). "input" and "output" are the first input's and output's shapes.
+    """
+    return [{"layer": name, "class": type(op).__name__, "input": ins[:1], "output": outs[:1], "flops": flops}
+            for op, ins, outs, flops, name in layer_calls(model, batch, input_shape)]
+
+
+def _walk(graph, inputs, calls: list, prefix: str):
     def operation_fn(op):
         inner = _functional(op) if isinstance(op, _keras_model()) else None
         if inner is not None:
             def nested(*args, **kwargs):
-                flat = [a for a in _flat_tensors(args)]
-                return _walk(inner, flat, rows, prefix=f"{prefix}{op.name}/")
+                return _walk(inner, _flat_tensors(args), calls, prefix=f"{prefix}{op.name}/")
             return nested
 
         def counted(*args, **kwargs):
             outputs = op.compute_output_spec(*args, **kwargs)
             in_shapes, out_shapes = _shapes(args), _shapes(outputs)
-            rows.append({"layer": prefix + op.name, "class": type(op).__name__, "input": in_shapes[:1],
-                         "output": out_shapes[:1], "flops": layer_flops(op, in_shapes, out_shapes)})
+            calls.append((op, in_shapes, out_shapes, layer_flops(op, in_shapes, out_shapes), prefix + op.name))
             return outputs
 
         return counted
 
-    outputs = graph._run_through_graph(inputs, operation_fn=operation_fn)
-    return outputs
+    return graph._run_through_graph(inputs, operation_fn=operation_fn)
 
 
 def _flat_tensors(structure) -> list:

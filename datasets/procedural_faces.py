@@ -146,10 +146,14 @@ def _geometry(p: dict[str, np.ndarray], ages: np.ndarray) -> dict[str, np.ndarra
     for k in _COLOURS:
         g[k] = p[k][:, :, None, None]
     age = g["age"] = ages.astype(_F).reshape(-1, 1, 1)
-    child = g["child"] = _smooth(age, 18, 4)
+    # Child proportions fade out linearly up to 19, so a face of 18 still reads younger than one of 19.
+    child = g["child"] = np.clip((19 - age) / 15, 0, 1) ** 0.75
     old = g["old"] = _smooth(age, 55, 90)
-    g["wrinkle"] = _smooth(age, 28, 80)
-    grey = _smooth(age, 40, 78) * g["grey_rate"]
+    # Age marks come in stages whose ramps straddle the bucket edges (29|30, 39|40, 49|50, 59|60), so every
+    # ten years adds something visible: a first forehead line and the folds around 30, a second line and
+    # crow's feet around 40, a third line, bags and grey hair around 50, age spots around 60.
+    g["wrinkle"] = _smooth(age, 24, 55)
+    grey = _smooth(age, 41, 66) * g["grey_rate"]
     thin = g["thin"] = _smooth(age, 52, 88) * g["thin_rate"]
     g["beard_on"] = _smooth(age, 15, 21)
     skin = g["skin"]
@@ -252,8 +256,8 @@ def _forehead_lines(cv: _Canvas, g) -> None:
     box, X, Y = cv.box(-g["rx"] * 0.5, g["rx"] * 0.5, ey - er - 0.1 - ry * 0.3, ey - er - 0.05)
     for i in range(3):
         yl = ey - er - 0.07 - ry * (0.1 + 0.09 * i) + 0.012 * g["wrinkle_jitter"][:, i, None, None]
-        d = _curve(X, Y, 0.02 * g["wrinkle_jitter"][:, i + 3, None, None], yl, g["rx"] * (0.45 - 0.07 * i), 0.5, 0.009)
-        cv.paint(box, g["line"], cv.cov(d) * np.clip(g["wrinkle"] * 3.2 - i, 0, 1) * 0.85)
+        d = _curve(X, Y, 0.02 * g["wrinkle_jitter"][:, i + 3, None, None], yl, g["rx"] * (0.45 - 0.07 * i), 0.5, 0.013)
+        cv.paint(box, g["line"] * 0.85, cv.cov(d) * _smooth(g["age"], 25 + 10 * i, 34 + 10 * i) * 0.95)
 
 
 def _eye_lines(cv: _Canvas, g) -> None:
@@ -264,11 +268,11 @@ def _eye_lines(cv: _Canvas, g) -> None:
         box, X, Y = cv.box(ox - 0.01, ox + s * 0.08, ey - 0.05, ey + 0.05)
         d = 1.0
         for ang in (-0.5, 0.0, 0.5):
-            d = np.minimum(d, _segment(X, Y, ox, ey, ox + s * 0.06 * np.cos(ang), ey + 0.06 * np.sin(ang), 0.006))
-        cv.paint(box, g["line"], cv.cov(d) * _smooth(age, 36, 70) * 0.9)
+            d = np.minimum(d, _segment(X, Y, ox, ey, ox + s * 0.06 * np.cos(ang), ey + 0.06 * np.sin(ang), 0.009))
+        cv.paint(box, g["line"], cv.cov(d) * _smooth(age, 35, 44) * 0.95)
         box, X, Y = cv.box(s * ex - er, s * ex + er, ey + ea, ey + ea + 0.06)
-        bag = _curve(X, Y, s * ex, ey + ea + 0.028, er * 0.9, -2.0, 0.008)
-        cv.paint(box, g["line"], cv.cov(bag) * _smooth(age, 45, 75) * 0.9)
+        bag = _curve(X, Y, s * ex, ey + ea + 0.028, er * 0.9, -2.0, 0.011)
+        cv.paint(box, g["line"], cv.cov(bag) * _smooth(age, 45, 55) * 0.95)
 
 
 def _folds(cv: _Canvas, g) -> None:
@@ -277,14 +281,14 @@ def _folds(cv: _Canvas, g) -> None:
     for s in (-1, 1):
         x0, x1 = s * (0.06 * g["ns"] + 0.025), s * (g["mw"] + 0.03)
         box, X, Y = cv.box(np.minimum(x0, x1) - 0.03, np.maximum(x0, x1) + 0.03, y0, y1)
-        d = _curve(Y, X, (y0 + y1) / 2, (x0 + x1) / 2, (y1 - y0) / 2, s * -1.5, 0.009, slope=(x1 - x0) / (y1 - y0))
-        cv.paint(box, g["line"], cv.cov(d) * _smooth(g["age"], 33, 70) * 0.85)
+        d = _curve(Y, X, (y0 + y1) / 2, (x0 + x1) / 2, (y1 - y0) / 2, s * -1.5, 0.012, slope=(x1 - x0) / (y1 - y0))
+        cv.paint(box, g["line"] * 0.9, cv.cov(d) * _smooth(g["age"], 25, 34) * 0.95)
 
 
 def _spots(cv: _Canvas, g) -> None:
     rx, ry, cy = g["rx"], g["ry"], g["cy"]
     box, X, Y = cv.box(-rx * 0.85, rx * 0.85, cy - ry * 0.75, cy + ry * 0.25)
-    a = _smooth(g["age"], 56, 80) * 0.8
+    a = _smooth(g["age"], 55, 64) * 0.85
     for j in range(6):
         sx, sy, sr = (g["spots"][:, j, c, None, None] for c in range(3))
         d = np.sqrt((X - sx * rx * 0.8) ** 2 + (Y - (cy - ry * 0.25 + sy * ry * 0.45)) ** 2) - 0.022 * sr
@@ -409,10 +413,10 @@ _LAYERS = (
     (_body, None),
     (_head, None),
     (_blush, lambda g: g["blush"] + g["child"] > 0.02),
-    (_forehead_lines, lambda g: g["wrinkle"] > 0.003),
-    (_eye_lines, lambda g: g["age"] > 36),
-    (_folds, lambda g: g["age"] > 33),
-    (_spots, lambda g: g["age"] > 56),
+    (_forehead_lines, lambda g: g["age"] > 25),
+    (_eye_lines, lambda g: g["age"] > 35),
+    (_folds, lambda g: g["age"] > 25),
+    (_spots, lambda g: g["age"] > 55),
     (_eyes, None), (_brows, None), (_nose, None), (_mouth, None),
     (_beard, lambda g: (g["beard"] > 0) & (g["age"] > 15)),
     (lambda cv, g: _hair(cv, g, False), lambda g: ~g["fancy"]),

@@ -282,7 +282,7 @@ def test_contradictory_flags_are_one_sentence(tmp_path, capsys):
     assert run_main(main, ["--resume", tmp_path / "nowhere"]) == 2
     assert "does not exist" in _one_error_line(capsys)
     assert run_main(main, ["--batch-size", "0"]) == 2
-    assert "positive whole number" in capsys.readouterr().err
+    assert "a whole number of at least 1" in capsys.readouterr().err
 
 
 # --- unwritable run directory, disk full, failing writes -------------------------------------------------
@@ -429,7 +429,7 @@ def test_a_truncated_model_is_refused_in_one_sentence_and_a_partial_file_is_neve
     (models / "generator.keras").write_bytes(whole[:len(whole) // 2])  # damaged by something else
     capsys.readouterr()
     assert run_main(main, ["--stage", "sample", "--run-dir", run_dir, "--out", tmp_path / "b.png"]) == 2
-    assert "cannot load" in _one_error_line(capsys)
+    assert "is not a Keras model file" in _one_error_line(capsys)
 
 
 def test_gan_3d_never_writes_under_data(tmp_path):

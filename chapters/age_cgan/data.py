@@ -200,3 +200,16 @@ def load_photo(path: str | Path, crop: bool = True, size: int = IMAGE_SIZE) -> n
         image = image.crop((left, top, left + side, top + side))
     image = image.resize((size, size), Image.BICUBIC)
     return (np.asarray(image, np.float32) / 127.5 - 1.0)[None]
+
+
+def people_at_six_ages(people: int, seed: int) -> np.ndarray:
+    """(people, 6, 64, 64, 3) in [-1, 1]: procedural identities, each drawn once in every age class."""
+    from datasets.procedural_faces import render_faces, sample_identities
+
+    rng = np.random.default_rng([seed, 2])
+    lo = np.array([4, 19, 30, 40, 50, 60], np.float64)
+    hi = np.array([19, 30, 40, 50, 60, 88], np.float64)
+    ages = np.floor(rng.uniform(lo, hi, (people, NUM_CLASSES))).astype(np.float32)
+    identities = {k: np.repeat(v, NUM_CLASSES, axis=0) for k, v in sample_identities(people, seed).items()}
+    faces = render_faces(identities, ages.reshape(-1), IMAGE_SIZE)
+    return faces.reshape(people, NUM_CLASSES, IMAGE_SIZE, IMAGE_SIZE, 3)

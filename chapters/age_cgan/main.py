@@ -51,6 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
                          data_help="the extracted wiki_crop folder (with wiki.mat) or its wiki.mat; "
                                    "absent: the embedded procedural faces")
     net = parser.add_argument_group("networks")
+    net.add_argument("--arch", choices=("book", "dcgan"), default="book",
+                     help="book: the book's E, G and D (scaled by --width); dcgan: a conditional DCGAN that draws at "
+                          "32x32 (upsampled to 64) with a projection discriminator, what make train-age-cgan uses "
+                          "on a CPU (README)")
+    net.add_argument("--filters", type=positive_int, default=32, metavar="F",
+                     help="--arch dcgan: channels of G's last and D's first block (4F, 2F, F)")
+    net.add_argument("--loss", choices=("bce", "hinge"), default=None,
+                     help="adversarial loss (default: bce for --arch book, as the book; hinge for --arch dcgan)")
+    net.add_argument("--lr", type=positive_float, default=2e-4, help="Adam learning rate of G and D (beta_1 0.5)")
+    net.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                     help="keep a running average of G's weights with this decay, used for samples and saved as "
+                          "models/generator.keras (default: 0.999 for --arch dcgan, 0 = off for --arch book)")
     net.add_argument("--width", type=positive_float, default=1.0,
                      help="scales every layer's filters and units of E, G and D (1.0 = the book's networks; "
                           "make train-age-cgan uses 0.5 to fit a 2-core CPU)")
@@ -77,8 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="optimise z for the input face for N steps (identity loss) before drawing it; "
                           "--stage evaluate compares 0 with N (default there: 30)")
     age.add_argument("--refine-lr", type=positive_float, default=0.02, help="Adam learning rate of the z refinement")
-    age.add_argument("--eval-faces", type=int_at_least(2), default=48, metavar="N",
-                     help="--stage evaluate: how many held-out faces are re-aged and scored")
+    age.add_argument("--eval-faces", type=int_at_least(2), default=32, metavar="N",
+                     help="--stage evaluate: held-out faces reconstructed and refined (refine_gain)")
+    age.add_argument("--eval-samples", type=int_at_least(2), default=500, metavar="N",
+                     help="--stage evaluate: generated faces per age class (age accuracy, FID), and held-out "
+                          "real faces per class")
+    age.add_argument("--eval-identities", type=int_at_least(2), default=32, metavar="N",
+                     help="--stage evaluate: people (z, or procedural identities) drawn at six ages for "
+                          "identity_ratio")
     age.add_argument("--age-classifier", default=str(AGE_CLASSIFIER), metavar="PATH.keras",
                      help="--stage evaluate on the embedded faces: the age classifier that reads generated faces")
     return parser
@@ -137,6 +155,7 @@ class Stages:
         return f"{PYTHON} chapters/age_cgan/main.py --stage {stage} --run-dir {self.run}"
 
     def load(self, name: str):
+        import chapters.age_cgan.models  # noqa: F401  (registers TileLabels and Projection for safe-mode loading)
         from common.checkpoints import load_model
 
         path = self.run.model_path(name)
@@ -207,14 +226,33 @@ class Stages:
                         "labels": tf.one_hot(row["labels"], NUM_CLASSES)}
 
             take, count = in_memory({"real": images, "labels": classes.astype("int32")}, to_float), len(images)
+        from common.stabilize import Stabilizers
+
+        loss = args.loss or ("hinge" if args.arch == "dcgan" else "bce")
         with strategy.scope():
-            gan = ConditionalGAN(models.build_generator(width=self.width), models.build_discriminator(width=self.width),
-                                 models.LATENT_DIM, NUM_CLASSES)
-            gan.compile(d_optimizer=models.optimizer(), g_optimizer=models.optimizer(), jit_compile=args.xla)
+            if args.arch == "dcgan":
+                generator = models.build_dcgan_generator(filters=args.filters)
+                discriminator = models.build_projection_discriminator(filters=args.filters)
+            else:
+                generator = models.build_generator(width=self.width)
+                discriminator = models.build_discriminator(width=self.width)
+            ema = args.ema if args.ema is not None else (0.999 if args.arch == "dcgan" else 0.0)
+            if not 0 <= ema < 1:
+                raise UserError(f"--ema must be in [0, 1), got {ema}")
+            if ema:
+                from chapters.age_cgan.gan import AveragedConditionalGAN
+
+                gan = AveragedConditionalGAN(generator, discriminator, models.LATENT_DIM, NUM_CLASSES, ema=ema,
+                                             options=Stabilizers(loss=loss))
+            else:
+                gan = ConditionalGAN(generator, discriminator, models.LATENT_DIM, NUM_CLASSES,
+                                     options=Stabilizers(loss=loss))
+            gan.compile(d_optimizer=models.optimizer(args.lr), g_optimizer=models.optimizer(args.lr),
+                        jit_compile=args.xla)
         z = np.repeat(fixed_latents(8, models.LATENT_DIM, args.seed), NUM_CLASSES, axis=0)
         ages = np.tile(np.eye(NUM_CLASSES, dtype="float32"), (8, 1))
         fit_gan(gan, self.run, args, strategy, count, take,
-                sample=lambda: gan.generator.predict([z, ages], batch_size=48, verbose=0),
+                sample=lambda: gan.saved_models()["generator"].predict([z, ages], batch_size=48, verbose=0),
                 render=lambda images: make_grid(images, NUM_CLASSES))  # a row per z, a column per age
 
     def encoder(self) -> None:
@@ -223,6 +261,7 @@ class Stages:
 
         from chapters.age_cgan import models
         from chapters.age_cgan.data import NUM_CLASSES
+        from chapters.age_cgan.progress import StageProgress
 
         generator = self.load("generator")
         encoder = models.build_encoder(generator.inputs[0].shape[-1], width=self.width)
@@ -230,6 +269,8 @@ class Stages:
         optimizer = keras.optimizers.Adam(1e-3)
         optimizer.build(encoder.trainable_variables)  # slots exist before tf.function traces the step
         batch, latent = self.args.batch_size, generator.inputs[0].shape[-1]
+        progress = StageProgress(self.run, "encoder", {"encoder": encoder, "optimizer": optimizer})
+        done = progress.restore(bool(self.args.resume))
 
         @tf.function
         def step(seed):
@@ -243,24 +284,43 @@ class Stages:
                                           encoder.trainable_variables))
             return loss
 
-        losses = []
-        for i in range(self.args.encoder_steps):
+        total, every, losses = self.args.encoder_steps, 100, []
+        for i in range(done, total):
             losses.append(float(step(tf.constant([self.args.seed, 1_000_000 + i], tf.int64))))
-            if (i + 1) % 100 == 0 or i + 1 == self.args.encoder_steps:
-                print(f"[encoder] step {i + 1}/{self.args.encoder_steps}  ||E(G(z, y)) - z|| {np.mean(losses[-100:]):.3f}")
+            if (i + 1) % every == 0 or i + 1 == total:
+                progress.scalars({"latent_error": np.mean(losses[-every:])}, i + 1)
+                progress.image("x_and_G(E(x), y_x)", self.reconstructions(encoder, generator), i + 1)
+                progress.save(i + 1)
+                print(f"[encoder] step {i + 1}/{total}  ||E(G(z, y)) - z|| {np.mean(losses[-every:]):.3f}")
         self.save(encoder, "encoder")
-        self.record({"encoder_final_latent_error": float(np.mean(losses[-100:]))})
+        if losses:
+            self.record({"encoder_final_latent_error": float(np.mean(losses[-every:]))})
+
+    def reconstructions(self, encoder, generator):
+        """8 held-out faces over their reconstructions G(E(x), y_x): a picture for TensorBoard."""
+        from chapters.age_cgan.data import NUM_CLASSES
+        from common.images import make_grid
+
+        if "recon" not in self._cache:
+            self._cache["recon"] = self.held_out_faces(8)
+        x, classes = self._cache["recon"]
+        rebuilt = generator.predict([encoder.predict(x, verbose=0), np.eye(NUM_CLASSES, dtype="float32")[classes]],
+                                    verbose=0)
+        return make_grid(np.concatenate([x, rebuilt]), columns=8)
 
     def optimize(self) -> None:
         import tensorflow as tf
 
         from chapters.age_cgan import models
         from chapters.age_cgan.data import NUM_CLASSES
+        from chapters.age_cgan.progress import StageProgress
 
         encoder, generator = self.load("encoder"), self.load("generator")  # the direct prerequisite first
         fr = self.fr_model()
         optimizer = models.optimizer()  # the book's adversarial optimizer: Adam(2e-4, beta_1=0.5, epsilon=1e-7)
         optimizer.build(encoder.trainable_variables)
+        progress = StageProgress(self.run, "optimize", {"encoder": encoder, "optimizer": optimizer})
+        done = progress.restore(bool(self.args.resume))
         images, classes = self.real_faces(max(self.args.optimize_batch * 20, 256), self.args.seed + 3)
         labels = np.eye(NUM_CLASSES, dtype="float32")[classes]
         targets = fr.predict(images, batch_size=32, verbose=0)
@@ -276,16 +336,20 @@ class Stages:
                                           encoder.trainable_variables))
             return loss
 
-        rng, losses = np.random.default_rng(self.args.seed), []
-        for i in range(self.args.optimize_steps):
-            pick = rng.choice(len(images), batch, replace=False)
+        total, every, losses = self.args.optimize_steps, 10, []
+        for i in range(done, total):
+            pick = np.random.default_rng([self.args.seed, i]).choice(len(images), batch, replace=False)
             losses.append(float(step(images[pick], labels[pick], targets[pick])))
-            if (i + 1) % 10 == 0 or i + 1 == self.args.optimize_steps:
-                print(f"[optimize] step {i + 1}/{self.args.optimize_steps}  FR distance of reconstructions "
-                      f"{np.mean(losses[-10:]):.3f}")
+            if (i + 1) % every == 0 or i + 1 == total:
+                progress.scalars({"fr_distance": np.mean(losses[-every:])}, i + 1)
+                progress.image("x_and_G(E(x), y_x)", self.reconstructions(encoder, generator), i + 1)
+                progress.save(i + 1)
+                print(f"[optimize] step {i + 1}/{total}  FR distance of reconstructions "
+                      f"{np.mean(losses[-every:]):.3f}")
         self.save(encoder, "encoder_optimized")
-        self.record({"optimize_fr_distance_first": float(np.mean(losses[:10])),
-                     "optimize_fr_distance_last": float(np.mean(losses[-10:]))})
+        if losses:
+            self.record({"optimize_fr_distance_first": float(np.mean(losses[:every])),
+                         "optimize_fr_distance_last": float(np.mean(losses[-every:]))})
 
     def age(self, image_path: str | None = None) -> None:
         from chapters.age_cgan.data import NUM_CLASSES, load_photo
@@ -310,53 +374,66 @@ class Stages:
         print(f"wrote {out}: the input, then ages 0-18, 19-29, 30-39, 40-49, 50-59, 60+")
 
     def evaluate(self) -> None:
-        from chapters.age_cgan.data import BUCKET_NAMES, NUM_CLASSES
+        """The figures of the issue (chapters/age_cgan/evaluation.py), on faces the GAN never saw."""
+        from chapters.age_cgan import evaluation as ev
+        from chapters.age_cgan.data import BUCKET_NAMES, NUM_CLASSES, people_at_six_ages
+        from common.metrics import faces_extractor, fid
 
+        args = self.args
         encoder, generator = self.load("encoder_optimized"), self.load("generator")
-        x, true_classes = self.held_out_faces(self.args.eval_faces)
-        estimator, how = self.age_estimator()
-        steps = self.args.refine_steps or 30
-        z0, before, after, refined = encode_and_refine(encoder, generator, self.fr_model(), x, steps,
-                                                       self.args.refine_lr, return_initial=True)
-        results = {"age_estimator": how, "eval_faces": len(x), "refine_steps": steps,
-                   "fr_model": self.args.fr_model}
-        read = estimator(x)
-        results["estimator_accuracy_on_real_faces"] = float(np.mean(read == true_classes))
-        results["estimator_accuracy_on_real_faces_per_class"] = {
-            name: float(np.mean(read[true_classes == k] == k)) if np.any(true_classes == k) else None
-            for k, name in enumerate(BUCKET_NAMES)}
-        for name, z in (("encoded", z0), ("refined", refined)):
-            correct = []
-            for k in range(NUM_CLASSES):
-                y = np.zeros((len(z), NUM_CLASSES), "float32")
-                y[:, k] = 1
-                correct.append(float(np.mean(estimator(generator.predict([z, y], batch_size=64, verbose=0)) == k)))
-            results[f"age_accuracy_{name}"] = dict(zip(BUCKET_NAMES, correct))
-            results[f"age_accuracy_{name}_mean"] = float(np.mean(correct))
-        rng = np.random.default_rng(self.args.seed)
-        zr = rng.standard_normal((len(x), z0.shape[1])).astype("float32")
-        correct = []
-        for k in range(NUM_CLASSES):
-            y = np.zeros((len(zr), NUM_CLASSES), "float32")
-            y[:, k] = 1
-            correct.append(float(np.mean(estimator(generator.predict([zr, y], batch_size=64, verbose=0)) == k)))
-        results["age_accuracy_random_z"] = dict(zip(BUCKET_NAMES, correct))
-        results["identity_distance_encoder"] = float(np.mean(before))
-        results["identity_distance_refined"] = float(np.mean(after))
-        results["same_person_rate_encoder"] = float(np.mean(before < 0.6))
-        results["same_person_rate_refined"] = float(np.mean(after < 0.6))
-        self.record({"evaluate": results})
-        print(f"age estimator: {how}; accuracy on the real held-out faces {results['estimator_accuracy_on_real_faces']:.2f} "
-              "(per class: " + ", ".join(f"{k} {v:.2f}" for k, v in
-                                         results["estimator_accuracy_on_real_faces_per_class"].items()
-                                         if v is not None) + ")")
-        for name in ("encoded", "refined", "random_z"):
-            accuracy = results[f"age_accuracy_{name}"]
-            print(f"age accuracy per target class ({name} z): " + ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items()))
-        print(f"identity distance (FR {self.args.fr_model}) input vs its six re-aged versions over {len(x)} faces: "
-              f"encoder {results['identity_distance_encoder']:.3f} -> after {steps} refinement steps "
-              f"{results['identity_distance_refined']:.3f}; under 0.6: {results['same_person_rate_encoder']:.2f} -> "
-              f"{results['same_person_rate_refined']:.2f}")
+        classify, how = self.age_estimator()
+        fr = self.fr_model()
+        latent = generator.inputs[0].shape[-1]
+        results = {"age_estimator": how, "fr_model": args.fr_model, "eval_samples_per_class": args.eval_samples}
+        started = time.time()
+
+        real, real_classes = self.held_out_faces(NUM_CLASSES * args.eval_samples)
+        results.update(ev.age_accuracy_real(classify, real, real_classes, BUCKET_NAMES))
+        fake, fake_classes = ev.generated_by_age(
+            lambda z, y: generator.predict([z, y], batch_size=250, verbose=0), args.eval_samples, latent,
+            NUM_CLASSES, args.seed + 11)
+        results.update(ev.age_accuracy_generated(classify, fake, fake_classes, BUCKET_NAMES))
+        extractor = faces_extractor()
+        results["fid_faces_cnn"] = fid(extractor.features(real), extractor.features(fake))
+        print(f"[evaluate] age accuracy and FID in {time.time() - started:.0f} s")
+
+        embed = lambda images: fr.predict(images, batch_size=32, verbose=0)  # noqa: E731
+        people = min(args.eval_identities, args.eval_samples)
+        per_person = fake.reshape(NUM_CLASSES, args.eval_samples, *fake.shape[1:])[:, :people].swapaxes(0, 1)
+        generated_identity = ev.identity_ratio(embed, per_person)
+        results["identity_ratio"] = generated_identity["ratio"]
+        results["identity_distances"] = generated_identity
+        if not self.data:  # one procedural identity at six ages (IMDB-WIKI has no such pairs)
+            real_identity = ev.identity_ratio(embed, people_at_six_ages(people, 20_000 + self.train_seed))
+            results["identity_ratio_real"] = real_identity["ratio"]
+            results["identity_distances_real"] = real_identity
+        print(f"[evaluate] identity ratios in {time.time() - started:.0f} s")
+
+        steps = args.refine_steps or 30
+        x, x_classes = self.held_out_faces(args.eval_faces)
+        _, before, after, _ = encode_and_refine(encoder, generator, fr, x, steps, args.refine_lr,
+                                                return_initial=True, classes=x_classes)
+        results.update({"refine_steps": steps, "refine_faces": len(x),
+                        "reconstruction_fr_distance_encoder": float(np.mean(before)),
+                        "reconstruction_fr_distance_refined": float(np.mean(after)),
+                        "refine_gain": float(np.mean(after) / np.mean(before))})
+        results["targets"] = ev.targets(results)
+        self.record(results)
+        print(f"age estimator: {how}")
+        print(f"age_accuracy_real {results['age_accuracy_real']:.3f} (" + ", ".join(
+            f"{k} {v:.2f}" for k, v in results["age_accuracy_real_per_class"].items() if v is not None) + ")")
+        print(f"age_accuracy_generated {results['age_accuracy_generated']:.3f} (" + ", ".join(
+            f"{k} {v:.2f}" for k, v in results["age_accuracy_generated_per_class"].items()) + "); class read per y: "
+            + ", ".join(f"{v:.2f}" for v in results["age_class_read_generated"].values()))
+        print(f"identity_ratio {results['identity_ratio']:.3f} (same z {generated_identity['same_person']:.3f} / "
+              f"two z {generated_identity['different_people']:.3f})" +
+              (f"; identity_ratio_real {results['identity_ratio_real']:.3f}" if "identity_ratio_real" in results else ""))
+        print(f"refine_gain {results['refine_gain']:.3f} (FR distance of G(E(x), y_x) to x: {np.mean(before):.3f} -> "
+              f"{np.mean(after):.3f} after {steps} steps, {len(x)} faces)")
+        print(f"fid_faces_cnn {results['fid_faces_cnn']:.2f}")
+        for name, target in results["targets"].items():
+            print(f"target {name} {target['target']}: {'met' if target['met'] else 'MISSED'}")
+        print(f"metrics: {self.run.metrics_file}")
 
     def age_estimator(self):
         """-> (images -> class indices, description): face-api's age net on real faces, else the classifier."""
@@ -390,12 +467,14 @@ def euclidean(a, b):
     return tf.sqrt(tf.reduce_sum(tf.square(tf.cast(a, tf.float32) - tf.cast(b, tf.float32)), axis=-1) + 1e-12)
 
 
-def encode_and_refine(encoder, generator, fr, x, steps: int, lr: float, return_initial: bool = False):
+def encode_and_refine(encoder, generator, fr, x, steps: int, lr: float, return_initial: bool = False,
+                      classes=None):
     """z = E(x), then `steps` of Adam on z minimising the FR distance between x and G(z, y) over all six ages.
 
     Returns (z, distances before, distances after): per-face mean distance over the six ages (the paper's
-    identity-preserving optimisation, done per image on z rather than on network weights). With
-    return_initial: (E(x), distances before, distances after, refined z).
+    identity-preserving optimisation, done per image on z rather than on network weights). With `classes`
+    (each face's own age class) only the reconstruction G(z, y_x) is scored and optimised, as in the paper.
+    With return_initial: (E(x), distances before, distances after, refined z).
     """
     import keras
     import tensorflow as tf
@@ -406,12 +485,16 @@ def encode_and_refine(encoder, generator, fr, x, steps: int, lr: float, return_i
     n = int(x.shape[0])
     target = fr(x, training=False)
     z0 = encoder.predict(x, batch_size=64, verbose=0)
-    labels = tf.constant(np.tile(np.eye(NUM_CLASSES, dtype="float32"), (n, 1)))  # face i at ages 0..5
+    ages = 1 if classes is not None else NUM_CLASSES
+    if classes is not None:  # face i at its own age
+        labels = tf.constant(np.eye(NUM_CLASSES, dtype="float32")[np.asarray(classes)])
+    else:  # face i at ages 0..5
+        labels = tf.constant(np.tile(np.eye(NUM_CLASSES, dtype="float32"), (n, 1)))
 
     def distances(z):
-        aged = generator([tf.repeat(z, NUM_CLASSES, axis=0), labels], training=False)
-        d = euclidean(fr(aged, training=False), tf.repeat(target, NUM_CLASSES, axis=0))
-        return tf.reduce_mean(tf.reshape(d, (n, NUM_CLASSES)), axis=1)
+        aged = generator([tf.repeat(z, ages, axis=0), labels], training=False)
+        d = euclidean(fr(aged, training=False), tf.repeat(target, ages, axis=0))
+        return tf.reduce_mean(tf.reshape(d, (n, ages)), axis=1)
 
     before = distances(tf.constant(z0)).numpy()
     z = tf.Variable(z0)

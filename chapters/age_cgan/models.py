@@ -107,3 +107,85 @@ def build_age_classifier(num_classes: int = NUM_CLASSES) -> keras.Model:
     x = layers.GlobalAveragePooling2D()(x)
     return keras.Model(image, layers.Dense(num_classes, activation="softmax", dtype="float32")(x),
                        name="age_classifier")
+
+
+# --- the CPU default: a conditional DCGAN with a projection discriminator ---------------------------------
+#
+# The book's pair (above) costs ~70 GFLOP a step at batch 32; on a 2-core CPU a quarter of an hour buys a few
+# hundred steps, and its D (age tiled into a hidden layer, BCE) wins before G learns to use the age: the six
+# columns of a sample grid come out identical. `--arch dcgan` draws the face at 32x32 with strided transposed
+# convolutions (DCGAN, Radford et al. 2016; the age one-hot joins z and is tiled onto every block's input) and
+# upsamples it to 64x64 (bilinear, no weights), so everything downstream (encoder, face recognition, the
+# classifiers) keeps its 64-px input. Its D average-pools the 64-px face back to 32 and ends in a projection
+# head (Miyato & Koyama 2018): score = w.h + <embed(age), h>, i.e. D's verdict is "a real face" *and* "of
+# that age" through an inner product with the age's own vector, which makes an age-blind G lose.
+
+CPU_SIZE = 32  # side at which --arch dcgan draws and judges faces
+
+
+def _normal() -> keras.initializers.Initializer:
+    return keras.initializers.RandomNormal(0.0, 0.02)
+
+
+def _cpu_widths(filters: int) -> list[int]:
+    """Channels from the 4x4 map up to the last hidden layer at 32 px: 4f, 2f, f."""
+    return [4 * filters, 2 * filters, filters]
+
+
+def build_dcgan_generator(latent_dim: int = LATENT_DIM, num_classes: int = NUM_CLASSES, filters: int = 32
+                          ) -> keras.Model:
+    """[z, one-hot age] -> 64x64x3 in [-1, 1], drawn at 32x32 (4 -> 8 -> 16 -> 32) and upsampled."""
+    z = keras.Input((latent_dim,), name="z")
+    label = keras.Input((num_classes,), name="age")
+    widths = _cpu_widths(filters)
+    x = layers.Concatenate(name="z_age")([z, label])
+    x = layers.Dense(4 * 4 * widths[0], use_bias=False, kernel_initializer=_normal(), name="project")(x)
+    x = layers.ReLU()(layers.BatchNormalization(name="bn_project")(layers.Reshape((4, 4, widths[0]))(x)))
+    size = 4
+    for i, width in enumerate(widths[1:] + [None]):
+        x = layers.Concatenate(name=f"age_in{i + 1}")([x, TileLabels(size, name=f"tile_age{i + 1}")(label)])
+        size *= 2
+        if width is None:
+            x = layers.Conv2DTranspose(3, 4, strides=2, padding="same", kernel_initializer=_normal(), name="to_rgb")(x)
+            break
+        x = layers.Conv2DTranspose(width, 4, strides=2, padding="same", use_bias=False, kernel_initializer=_normal(),
+                                   name=f"up{i + 1}")(x)
+        x = layers.ReLU()(layers.BatchNormalization(name=f"bn{i + 1}")(x))
+    x = layers.Activation("tanh", name="tanh")(x)
+    image = layers.UpSampling2D(IMAGE_SHAPE[0] // CPU_SIZE, interpolation="bilinear", dtype="float32", name="image")(x)
+    return keras.Model([z, label], image, name="generator")
+
+
+@keras.saving.register_keras_serializable(package="age_cgan")
+class Projection(layers.Layer):
+    """<embed(label), h> per example: the class-conditional term of a projection discriminator."""
+
+    def build(self, input_shape):
+        features_shape, label_shape = input_shape
+        self.embedding = self.add_weight(shape=(label_shape[-1], features_shape[-1]), initializer="glorot_uniform",
+                                         name="embedding")
+
+    def call(self, inputs):
+        features, label = inputs
+        embedded = ops.matmul(ops.cast(label, self.compute_dtype), ops.cast(self.embedding, self.compute_dtype))
+        return ops.sum(embedded * features, axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], 1)
+
+
+def build_projection_discriminator(num_classes: int = NUM_CLASSES, filters: int = 32) -> keras.Model:
+    """[64x64 image, one-hot age] -> P(real face of that age): avg-pool to 32, conv f/2f/4f (4x4, stride 2; BN on
+    all but the first; LeakyReLU 0.2), flatten h, then score = Dense(1)(h) + <embed(age), h>."""
+    image = keras.Input(IMAGE_SHAPE, name="image")
+    label = keras.Input((num_classes,), name="age")
+    x = layers.AveragePooling2D(IMAGE_SHAPE[0] // CPU_SIZE, name="to_32px")(image)
+    for i, width in enumerate(_cpu_widths(filters)[::-1]):
+        x = layers.Conv2D(width, 4, strides=2, padding="same", use_bias=i == 0, kernel_initializer=_normal(),
+                          name=f"conv{i + 1}")(x)
+        x = layers.LeakyReLU(0.2)(x if i == 0 else layers.BatchNormalization(name=f"bn{i + 1}")(x))
+    h = layers.Flatten(name="flatten")(x)
+    linear = layers.Dense(1, name="linear")(h)
+    score = layers.Add(name="score")([linear, Projection(name="age_projection")([h, label])])
+    probability = layers.Activation("sigmoid", dtype="float32", name="probability")(score)
+    return keras.Model([image, label], probability, name="discriminator")

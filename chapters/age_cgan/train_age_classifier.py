@@ -6,7 +6,7 @@ procedural faces, and saves it as chapters/age_cgan/weights/age_classifier.keras
 Data: datasets/procedural_faces.make_dataset(faces, seed 777) (identities the GAN's default seeds never
 draw), ages spread evenly over the six classes. Half of the faces are degraded the way a small GAN's
 output is (downsampled to 16-40 px and back, plus pixel noise) so that blurry generated faces are read by
-their age marks rather than rejected. Adam 1e-3, batch 64, cross-entropy; the held-out accuracy (2,000
+their age marks rather than rejected. Adam 1e-3, batch 64, cross-entropy, 4 epochs; the held-out accuracy (2,000
 other faces, clean and degraded) is printed and stored beside the model in age_classifier.json.
 """
 from __future__ import annotations
@@ -50,6 +50,7 @@ def main(argv=None) -> None:
     from common.checkpoints import save_model
     from datasets.procedural_faces import make_dataset
 
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # before minutes of training, not after
     keras.utils.set_random_seed(0)
     x, _, y = make_dataset(args.faces, 777)
     x = degrade(x, 1)
