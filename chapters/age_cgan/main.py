@@ -239,14 +239,9 @@ class Stages:
             ema = args.ema if args.ema is not None else (0.999 if args.arch == "dcgan" else 0.0)
             if not 0 <= ema < 1:
                 raise UserError(f"--ema must be in [0, 1), got {ema}")
-            if ema:
-                from chapters.age_cgan.gan import AveragedConditionalGAN
-
-                gan = AveragedConditionalGAN(generator, discriminator, models.LATENT_DIM, NUM_CLASSES, ema=ema,
-                                             options=Stabilizers(loss=loss))
-            else:
-                gan = ConditionalGAN(generator, discriminator, models.LATENT_DIM, NUM_CLASSES,
-                                     options=Stabilizers(loss=loss))
+            # the average of G's weights (common/ema.py) is what the grids show and generator.keras holds
+            gan = ConditionalGAN(generator, discriminator, models.LATENT_DIM, NUM_CLASSES,
+                                 options=Stabilizers(loss=loss, average_generator=ema))
             gan.compile(d_optimizer=models.optimizer(args.lr), g_optimizer=models.optimizer(args.lr),
                         jit_compile=args.xla)
         z = np.repeat(fixed_latents(8, models.LATENT_DIM, args.seed), NUM_CLASSES, axis=0)
