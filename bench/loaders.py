@@ -387,40 +387,40 @@ def upscale(work: Path, size: int, log=print) -> dict:
     from PIL import Image
 
     from chapters.srgan import models
-    from chapters.srgan.images import keras_generator, upscale_file
+    from chapters.srgan.images import upscale_file
+    from chapters.srgan.inference import Upscaler
     from common.flops import forward_flops
 
     photo = work / f"photo_{size}.png"
     Image.fromarray(_smooth_image(np.random.default_rng(5), size)).save(photo)
-    generator = models.build_generator(16)  # untrained: weights do not change the speed
-    infer = keras_generator(generator)
-    infer(np.zeros((1, min(size, 128), min(size, 128), 3), np.float32))  # trace the tile shape once, untimed
+    generator = models.build_generator(16, bicubic_skip=True)  # untrained: weights do not change the speed
+    upscaler = Upscaler(generator, tile=128)
+    upscaler(np.zeros((min(size, 160), min(size, 160), 3), np.float32))  # trace once, untimed
     target = work / f"photo_{size}_x4.png"
     matmul = MatmulUnit("float32")  # the MFU's reference rate, measured before and after the upscale
     matmul_times = interleave({"matmul": matmul.run}, rounds=2)["matmul"]
     with PeakRSS() as peak:
         start = time.perf_counter()
-        width, height = upscale_file(infer, photo, target, tile=128, overlap=32)
+        width, height = upscale_file(upscaler, photo, target)
         seconds = time.perf_counter() - start
     matmul_times += interleave({"matmul": matmul.run}, rounds=2, warmup=0)["matmul"]
-    tiles = math.ceil((size - 32) / (128 - 32)) ** 2 if size > 128 else 1
-    tile_side = min(size, 128)
-    flops_per_tile = forward_flops(generator, 1, (tile_side, tile_side, 3))
-    rate = tiles * flops_per_tile / seconds
+    executed = upscaler.flops(size, size)  # what the sub-pixel tail and the body do (margins not counted)
+    books = forward_flops(generator, 1, (size, size, 3))  # the book's layers, one pass over the whole image
+    rate = executed / seconds
     matmul_rate = matmul.flops / median(matmul_times)
-    result = {"input": f"{size}x{size}", "output": f"{width}x{height}", "tile": 128, "overlap": 32, "tiles": tiles,
-              "seconds": seconds, "seconds_per_tile": seconds / tiles, "peak_rss_delta_mb": peak.delta_mb,
+    result = {"input": f"{size}x{size}", "output": f"{width}x{height}", "tile": 128,
+              "tiles": upscaler.tiles(size, size), "seconds": seconds, "peak_rss_delta_mb": peak.delta_mb,
               "memory_method": peak.method, "output_raw_mb": width * height * 3 / 2 ** 20,
               "output_file_mb": target.stat().st_size / 2 ** 20, "generator": "untrained, 16 residual blocks",
-              "predicted_seconds_1024_input": seconds / tiles * math.ceil((1024 - 32) / 96) ** 2,
-              "flops_per_tile": flops_per_tile, "gflops_per_s": rate / 1e9,
+              "predicted_seconds_1024_input": seconds * (1024 / size) ** 2,
+              "flops": executed, "books_flops": books, "gflops_per_s": rate / 1e9,
               "matmul_gflops_per_s_float32": matmul_rate / 1e9, "matmul_times_s": matmul_times,
               "mfu_float32": rate / matmul_rate}
     target.unlink()
-    log(f"  {size}x{size} -> {width}x{height} in {tiles} tile(s): {seconds:.1f} s ({seconds / tiles:.2f} s/tile), "
-        f"peak RSS +{peak.delta_mb:.0f} MB (the output image alone is {result['output_raw_mb']:.0f} MB raw); a "
-        f"1024x1024 input (121 tiles) would take about {result['predicted_seconds_1024_input']:.0f} s; "
-        f"{flops_per_tile / 1e9:.0f} GFLOP a tile, {rate / 1e9:.1f} GFLOP/s, MFU {result['mfu_float32']:.2f} "
+    log(f"  {size}x{size} -> {width}x{height}: {seconds:.1f} s, peak RSS +{peak.delta_mb:.0f} MB (the output image "
+        f"alone is {result['output_raw_mb']:.0f} MB raw); a 1024x1024 input would take about "
+        f"{result['predicted_seconds_1024_input']:.0f} s; {executed / 1e9:.0f} GFLOP done ({books / 1e9:.0f} in the "
+        f"book's layers), {rate / 1e9:.1f} GFLOP/s, MFU {result['mfu_float32']:.2f} "
         f"(float32 matmul {matmul_rate / 1e9:.1f} GFLOP/s)", flush=True)
     return result
 

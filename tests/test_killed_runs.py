@@ -29,7 +29,7 @@ CASES = {
     "age_cgan": (["--width", "0.125", "--num-faces", "48", "--batch-size", "8"], 2, 1),
     # write 1 is the finished SRResNet pretraining (its own folder), 2 and 3 the adversarial epochs 1 and 2
     "srgan": (["--residual-blocks", "1", "--hr-size", "48", "--batch-size", "2", "--pretrain-epochs", "1",
-               "--val-crops", "2", "--content-loss", "mse", "--bicubic-skip"], 3, 1),
+               "--content-loss", "mse", "--bicubic-skip", "--eval-data", "tests/fixtures/srgan_held_out"], 3, 1),
 }
 # PGAN grows by images, not epochs: a checkpoint every 160 images (10 steps of 16); 4x4 for 640 images (writes
 # 1-4), fade-in to 8x8 over 1280 (writes 5-12), 8x8 for 640 more (13-16). Dying in write 6 resumes at 160

@@ -199,7 +199,7 @@ BAD_VALUES = [
     ("vanilla_gan", ["--minibatch-discrimination", "-2"]), ("vanilla_gan", ["--eval-samples", "1"]),
     ("gan_3d", ["--num-shapes", "0"]), ("gan_3d", ["--g-lr", "0"]), ("gan_3d", ["--d-lr", "-1e-4"]),
     ("age_cgan", ["--num-faces", "0"]), ("age_cgan", ["--encoder-steps", "0"]), ("age_cgan", ["--refine-lr", "0"]),
-    ("srgan", ["--val-crops", "0"]), ("srgan", ["--crops-per-image", "0"]), ("srgan", ["--lr", "nan"]),
+    ("srgan", ["--tile", "0"]), ("srgan", ["--crops-per-image", "0"]), ("srgan", ["--lr", "nan"]),
     ("srgan", ["--num", "4"]), ("srgan", ["--out", "x.png"]),  # no sample stage: the flags are not offered
     ("anime_dcgan", ["--filters", "0"]), ("pgan", ["--epochs", "3"]), ("pgan", ["--learning-rate", "-1"]),
 ]

@@ -9,10 +9,12 @@ import pytest
 from PIL import Image
 
 from chapters.srgan.main import main
-from conftest import run_main
+from conftest import ROOT, run_main
+
+SMALL_PHOTOS = str(ROOT / "tests" / "fixtures" / "srgan_held_out")  # 2 held-out photos cut small: fast epochs
 
 TINY = ["--residual-blocks", "1", "--hr-size", "48", "--batch-size", "2", "--steps-per-epoch", "1", "--epochs", "1",
-        "--pretrain-epochs", "1", "--val-crops", "2", "--content-loss", "mse", "--bicubic-skip"]
+        "--pretrain-epochs", "1", "--content-loss", "mse", "--bicubic-skip", "--eval-data", SMALL_PHOTOS]
 
 
 def _error_line(capsys) -> str:
@@ -129,49 +131,49 @@ def test_auto_content_loss_offline_falls_back_to_mse_in_one_line(tmp_path, monke
 
 # --- tiling ----------------------------------------------------------------------------------------------
 
-def test_tiles_cover_the_image_with_at_least_the_overlap():
-    from chapters.srgan.images import tile_starts, window
+def test_the_subpixel_rewrite_is_the_books_upsampling_block():
+    import keras
+    import tensorflow as tf
 
-    for length in (5, 16, 17, 40, 100, 1024):
-        starts, size = tile_starts(length, 16, 4)
-        assert starts[0] == 0 and starts[-1] + size == length
-        assert all(b - a <= 16 - 4 for a, b in zip(starts, starts[1:]))
-    w = window(64, True, True, 16)
-    assert w[0] == 0 and w[32] == 1 and np.all(np.diff(w[:16]) >= 0)
+    from chapters.srgan.inference import subpixel_kernel, upsample_conv
+
+    x = np.random.default_rng(1).normal(size=(2, 7, 10, 5)).astype(np.float32)
+    conv = keras.layers.Conv2D(6, 3, padding="same")
+    books = conv(keras.layers.UpSampling2D(2)(x)).numpy()
+    ours = upsample_conv(tf.constant(x), tf.constant(subpixel_kernel(conv.kernel.numpy())), conv.bias).numpy()
+    assert ours.shape == books.shape == (2, 14, 20, 6)
+    np.testing.assert_allclose(ours, books, atol=1e-5)
 
 
-def test_tiled_upscaling_blends_exactly_for_a_pixelwise_network():
+@pytest.mark.parametrize("bicubic_skip", [False, True])
+def test_tiled_upscaling_is_the_one_pass_result(bicubic_skip, monkeypatch):
+    from chapters.srgan import models
+    from chapters.srgan.inference import Upscaler
+    from common.images import to_uint8
+
+    generator = models.build_generator(residual_blocks=2, bicubic_skip=bicubic_skip)
+    tail = generator.get_layer("tail_conv")  # the skip's tail starts at zero: make it draw something
+    tail.kernel.assign(np.random.default_rng(3).normal(0, 0.05, tail.kernel.shape).astype(np.float32))
+    lr = np.random.default_rng(2).uniform(-1, 1, (37, 53, 3)).astype(np.float32)
+    whole = to_uint8(generator(lr[None], training=False).numpy()[0]).astype(int)
+    upscaler = Upscaler(generator, tile=8)
+    assert (upscaler.body_margin, upscaler.tail_margin) == (4 + 2 * 2 + 1, 2)  # 9x9 head, 2 blocks, body conv
+    monkeypatch.setattr(Upscaler, "band_rows", lambda self, width: 16)  # several body bands, as on a big photo
+    tiled = upscaler(lr).astype(int)
+    assert tiled.shape == whole.shape == (148, 212, 3)
+    assert np.abs(tiled - whole).max() <= 1  # float rounding only: no seams, no blending
+    assert np.mean(tiled != whole) < 0.01
+    assert upscaler.tiles(37, 53) == 5 * 7
+
+
+def test_a_generator_of_another_build_is_refused_by_name():
     import keras
 
-    from chapters.srgan.images import keras_generator, upscale_array
+    from chapters.srgan.inference import Upscaler
 
-    pixelwise = keras.Sequential([keras.Input((None, None, 3)), keras.layers.UpSampling2D(4)])
-    lr = np.random.default_rng(2).uniform(-1, 1, (37, 53, 3)).astype(np.float32)
-    tiled = upscale_array(keras_generator(pixelwise), lr, tile=16, overlap=6)
-    assert tiled.shape == (148, 212, 3)
-    whole = upscale_array(keras_generator(pixelwise), lr, tile=64, overlap=0)
-    np.testing.assert_array_equal(tiled, whole)
-
-
-@pytest.mark.parametrize("kind", ["constant", "gradient"])
-def test_tiled_upscaling_has_no_seams(kind):
-    from chapters.srgan import models
-    from chapters.srgan.images import keras_generator, upscale_array
-
-    generator = keras_generator(models.build_generator(residual_blocks=2))
-    height, width = 40, 56
-    if kind == "constant":
-        lr = np.full((height, width, 3), 0.3, np.float32)
-    else:
-        ramp = np.linspace(-0.8, 0.8, width, dtype=np.float32)
-        lr = np.broadcast_to(ramp[None, :, None], (height, width, 3)) * np.array([1.0, 0.5, -0.7], np.float32)
-    whole = upscale_array(generator, lr, tile=128, overlap=0).astype(int)
-    tiled = upscale_array(generator, lr, tile=24, overlap=10).astype(int)
-    assert tiled.shape == whole.shape == (160, 224, 3)
-    assert np.abs(tiled - whole).max() <= 2  # uint8 levels: tiles blend into the one-piece result
-    # no step where tiles meet: neighbouring columns/rows differ no more than anywhere in the one-piece image
-    assert np.abs(np.diff(tiled, axis=1)).max() <= np.abs(np.diff(whole, axis=1)).max() + 2
-    assert np.abs(np.diff(tiled, axis=0)).max() <= np.abs(np.diff(whole, axis=0)).max() + 2
+    plain = keras.Sequential([keras.Input((None, None, 3)), keras.layers.UpSampling2D(4)])
+    with pytest.raises(ValueError, match="no layer 'up0_upsample'"):
+        Upscaler(plain)
 
 
 # --- data ------------------------------------------------------------------------------------------------
@@ -215,8 +217,13 @@ def test_pretrain_then_train_writes_both_phases(srgan_run):
             assert (phase / name).exists(), phase / name
         assert list((phase / "logs" / "train").glob("events.out.tfevents.*"))
     assert (srgan_run / "models" / "discriminator.keras").exists()
-    strip = np.asarray(Image.open(srgan_run / "samples" / "epoch_0001.png"))
-    assert strip.shape == (2 * 50 + 2, 4 * 50 + 2, 3)  # 2 crops x (LR | bicubic | SR | HR) of 48 + 2 gaps
+    picture = np.asarray(Image.open(srgan_run / "samples" / "epoch_0001.png"))
+    # the two held-out photos whole, at full size, one row each: bicubic | SR | original, labels above
+    assert picture.shape == (14 + 72 + 4 + 64, 3 * 96 + 2 * 4, 3)
+    cat = np.asarray(Image.open(SMALL_PHOTOS + "/chelsea_crop.png").convert("RGB"))
+    np.testing.assert_array_equal(picture[14:14 + 72, 2 * (96 + 4):], cat)
+    bicubic, sr = picture[14:14 + 72, :96].astype(int), picture[14:14 + 72, 100:196].astype(int)
+    assert 0 < np.abs(sr - bicubic).mean() < 20  # the SR panel is the generator's: near bicubic after 1 step
     header = (srgan_run / "history.csv").read_text().splitlines()[0].split(",")
     for column in ("d_loss", "g_loss", "content_loss", "adversarial_loss", "d_real", "d_fake", "eval/psnr"):
         assert column in header
@@ -252,7 +259,7 @@ def test_upscale_a_folder_in_tiles(srgan_run, tmp_path):
     folder.mkdir()
     Image.fromarray(np.random.default_rng(5).integers(0, 256, (30, 41, 3), dtype=np.uint8)).save(folder / "a.jpg")
     assert run_main(main, ["--stage", "upscale", "--run-dir", srgan_run, "--input", folder, "--output",
-                           tmp_path / "out", "--tile", "16", "--tile-overlap", "4"]) == 0
+                           tmp_path / "out", "--tile", "16"]) == 0
     with Image.open(tmp_path / "out" / "a_x4.png") as image:
         assert image.size == (164, 120)
 
@@ -300,12 +307,13 @@ def test_train_after_pretrain_uses_the_runs_flags_and_starts_from_its_pretrained
     assert run_main(main, [*TINY32, "--stage", "pretrain", "--run-dir", run_dir]) == 0
     pretrained = run_dir / "pretrain" / "models" / "generator.keras"
     saved, history = pretrained.read_bytes(), (run_dir / "pretrain" / "history.csv").read_text()
-    starts = []
+    starts, crops = [], []
     real_fit_gan = common.train.fit_gan
 
     def spy(gan, *args, **kwargs):
         if isinstance(gan, SRGAN):
             starts.append([w.numpy() for w in gan.generator.weights])
+            crops.append(args[1].hr_size)
         return real_fit_gan(gan, *args, **kwargs)
 
     monkeypatch.setattr(common.train, "fit_gan", spy)
@@ -320,8 +328,8 @@ def test_train_after_pretrain_uses_the_runs_flags_and_starts_from_its_pretrained
         np.testing.assert_array_equal(start, trained)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["bicubic_skip"] is True and config["hr_size"] == 32 and config["content_loss"] == "mse"
-    strip = np.asarray(Image.open(run_dir / "samples" / "epoch_0001.png"))
-    assert strip.shape == (2 * 34 + 2, 4 * 34 + 2, 3)  # the adversarial phase ran on the run's 32 px crops
+    assert crops == [32]  # the adversarial phase ran on the run's 32 px crops
+    assert (run_dir / "samples" / "epoch_0001.png").exists()
     import keras
 
     adversarial = keras.saving.load_model(run_dir / "models" / "generator.keras", safe_mode=True, compile=False)
@@ -440,14 +448,14 @@ def test_sigterm_during_an_upscale_leaves_no_partial_file(tiny_generator, tmp_pa
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "chapters/srgan/main.py"), "--stage", "upscale", "--generator",
          str(tiny_generator), "--input", str(photos / "big.png"), "--output", str(out / "big_x4.png"),
-         "--tile", "32", "--tile-overlap", "8"],
+         "--tile", "32"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stderr = _Lines(process)
     try:
         progress = stderr.until(" tiles, ", timeout=240)
         assert progress and process.poll() is None, f"no progress line before it exited {process.returncode}: " \
                                                     f"{stderr.all()[-2000:]}"
-        assert "/1849 tiles, " in progress and " elapsed, ETA " in progress, progress  # 43 x 43 tiles
+        assert "/1024 tiles, " in progress and " elapsed, ETA " in progress, progress  # 32 x 32 tiles
         assert list(photos.iterdir()) == [photos / "big.png"] and (out / ".big_x4.png.partial").exists()
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)

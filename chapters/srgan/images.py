@@ -4,23 +4,20 @@ Training: each example is a random hr_size crop (with random flips) of one image
 version made by bicubic 4x downsampling; decoding happens in parallel inside tf.data. The crop of example i
 is fixed by (seed, i), so a resumed run sees the same crops an unbroken one would.
 
-Upscaling: any image is cut into overlapping LR tiles; each tile's 4x output is weighted by a window that is 0
-in the outer quarter of the overlap (where zero padding at the tile edge disturbs the network), rises linearly
-across the middle half and is 1 inside, and the weighted sum is divided by the summed weights. The windows are
-continuous and every pixel has positive total weight, so no seam can appear; tile rows are finished one band at
-a time and written to the PNG as they are done, so memory is bounded by one band, not by the image size.
+Upscaling a file: inference.Upscaler computes the 4x image band by band, exactly as one pass of the network
+over the whole image would, and each band is written to the PNG as it is done, so memory is bounded by one
+band, not by the image size.
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import struct
 import sys
 import time
 import zlib
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import tensorflow as tf
@@ -30,6 +27,9 @@ from chapters.srgan.models import SCALE, downsample
 from common.data.images import check_image, find_images, to_8bit, usable_images
 from common.errors import UserError
 from common.images import to_uint8
+
+if TYPE_CHECKING:
+    from chapters.srgan.inference import Upscaler
 
 
 # --- training crops -------------------------------------------------------------------------------------
@@ -121,118 +121,37 @@ def load_held_out(folder: str | os.PathLike, log: Callable[[str], None] = print,
     return out
 
 
-_CROP_PLACES = ((0.5, 0.5), (0.25, 0.25), (0.75, 0.75), (0.25, 0.75), (0.75, 0.25))
-
-
-def validation_crops(images: list[np.ndarray], hr_size: int, count: int = 4) -> np.ndarray:
-    """`count` fixed hr_size crops (N, hr, hr, 3) in [-1, 1], spread over the images."""
-    crops = []
-    for i in range(count):
-        image = images[i % len(images)]
-        place = _CROP_PLACES[(i // len(images)) % len(_CROP_PLACES)]
-        if min(image.shape[:2]) < hr_size:
-            factor = hr_size / min(image.shape[:2])
-            size = (math.ceil(image.shape[1] * factor), math.ceil(image.shape[0] * factor))
-            image = np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))
-        top = round((image.shape[0] - hr_size) * place[0])
-        left = round((image.shape[1] - hr_size) * place[1])
-        crops.append(image[top:top + hr_size, left:left + hr_size])
-    return np.stack(crops).astype(np.float32) / 127.5 - 1.0
-
-
 def make_lr(hr: np.ndarray) -> np.ndarray:
     """HR images in [-1, 1] -> their bicubic 1/4, 8-bit quantised, as float32 in [-1, 1]."""
     return quantize(downsample(tf.constant(hr, tf.float32))).numpy()
 
 
-def strip_rows(lr: np.ndarray, sr: np.ndarray, hr: np.ndarray) -> np.ndarray:
-    """(4N, hr, hr, 3): per crop LR (pixels enlarged) | bicubic | SR | HR, for common.images.make_grid."""
-    from chapters.srgan.models import bicubic_upscale
+def side_by_side(rows: list[tuple[np.ndarray, ...]], labels: tuple[str, ...], gap: int = 4) -> np.ndarray:
+    """One uint8 picture: per row, its images (same size each, uint8) side by side at full size, a label above
+    each column; rows of different sizes are stacked, left-aligned, on white."""
+    from PIL import ImageDraw
 
-    nearest = np.repeat(np.repeat(lr, SCALE, axis=1), SCALE, axis=2)
-    bicubic = bicubic_upscale(tf.constant(lr)).numpy()
-    return np.stack([nearest, bicubic, np.asarray(sr), hr], axis=1).reshape(-1, *hr.shape[1:])
-
-
-# --- tiled upscaling --------------------------------------------------------------------------------------
-
-def tile_starts(length: int, tile: int, overlap: int) -> tuple[list[int], int]:
-    """Evenly spread tile starts covering [0, length) with overlaps >= `overlap`; (starts, tile length)."""
-    if length <= tile:
-        return [0], length
-    count = math.ceil((length - overlap) / (tile - overlap))
-    return [round(i * (length - tile) / (count - 1)) for i in range(count)], tile
-
-
-def window(size: int, lead: bool, trail: bool, overlap_out: int) -> np.ndarray:
-    """1-D blending weights of one tile's output: 0 -> 1 ramps at the edges that meet another tile."""
-    weights = np.ones(size, np.float32)
-    if overlap_out <= 0:
-        return weights
-    distance = np.arange(size, dtype=np.float32) + 0.5
-    ramp = lambda d: np.clip((d - overlap_out / 4) / (overlap_out / 2), 0.0, 1.0)  # noqa: E731
-    if lead:
-        weights = np.minimum(weights, ramp(distance))
-    if trail:
-        weights = np.minimum(weights, ramp(distance[::-1]))
-    return weights
+    label_h = 14
+    width = max(sum(image.shape[1] for image in row) + gap * (len(row) - 1) for row in rows)
+    height = label_h + sum(row[0].shape[0] for row in rows) + gap * (len(rows) - 1)
+    picture = np.full((height, width, 3), 255, np.uint8)
+    top = label_h
+    for row in rows:
+        left = 0
+        for image in row:
+            picture[top:top + image.shape[0], left:left + image.shape[1]] = image
+            left += image.shape[1] + gap
+        top += row[0].shape[0] + gap
+    canvas = Image.fromarray(picture)
+    draw = ImageDraw.Draw(canvas)
+    left = 0
+    for label, image in zip(labels, rows[0]):
+        draw.text((left + 2, 1), label, fill=(0, 0, 0))
+        left += image.shape[1] + gap
+    return np.asarray(canvas)
 
 
-def check_tiling(tile: int, overlap: int) -> None:
-    if not 0 <= overlap < tile / 2 or tile < 4:
-        raise UserError(f"--tile-overlap must be at least 0 and less than half of --tile (got {overlap} and {tile})")
-
-
-def tile_count(height: int, width: int, tile: int, overlap: int) -> int:
-    """How many tiles upscale_bands cuts an LR image of height x width into."""
-    return len(tile_starts(height, tile, overlap)[0]) * len(tile_starts(width, tile, overlap)[0])
-
-
-def upscale_bands(generator: Callable[[np.ndarray], np.ndarray], lr: np.ndarray, tile: int = 128,
-                  overlap: int = 32, on_tile: Callable[[], None] | None = None) -> Iterator[np.ndarray]:
-    """Yields the 4x image of `lr` ((H, W, 3) float32 in [-1, 1]) as consecutive uint8 bands of rows.
-
-    generator: maps a (1, h, w, 3) LR batch to its (1, 4h, 4w, 3) output. Memory: one band of 4*tile rows.
-    on_tile: called after each tile (progress).
-    """
-    check_tiling(tile, overlap)
-    height, width = lr.shape[:2]
-    ys, tile_h = tile_starts(height, tile, overlap)
-    xs, tile_w = tile_starts(width, tile, overlap)
-    out_w, band_h = width * SCALE, tile_h * SCALE
-    values = np.zeros((band_h, out_w, 3), np.float32)
-    weights = np.zeros((band_h, out_w, 1), np.float32)
-    wx = [window(tile_w * SCALE, i > 0, i < len(xs) - 1, overlap * SCALE) for i in range(len(xs))]
-    for row, y in enumerate(ys):
-        wy = window(band_h, row > 0, row < len(ys) - 1, overlap * SCALE)[:, None, None]
-        for column, x in enumerate(xs):
-            piece = lr[None, y:y + tile_h, x:x + tile_w]
-            sr = np.asarray(generator(piece), np.float32)[0]
-            w = wy * wx[column][None, :, None]
-            left = x * SCALE
-            values[:, left:left + tile_w * SCALE] += sr * w
-            weights[:, left:left + tile_w * SCALE] += w
-            if on_tile is not None:
-                on_tile()
-        done = (ys[row + 1] - y) * SCALE if row + 1 < len(ys) else band_h
-        yield to_uint8(values[:done] / weights[:done])
-        values[:band_h - done] = values[done:].copy()
-        weights[:band_h - done] = weights[done:].copy()
-        values[band_h - done:] = 0.0
-        weights[band_h - done:] = 0.0
-
-
-def keras_generator(model) -> Callable[[np.ndarray], np.ndarray]:
-    """A compiled inference function for upscale_bands (one trace per tile shape)."""
-    infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    return lambda batch: infer(tf.constant(batch, tf.float32)).numpy()
-
-
-def upscale_array(generator: Callable[[np.ndarray], np.ndarray], lr: np.ndarray, tile: int = 128,
-                  overlap: int = 32) -> np.ndarray:
-    """The whole 4x image as one uint8 array (for small images: evaluation, samples, tests)."""
-    return np.concatenate(list(upscale_bands(generator, lr, tile, overlap)), axis=0)
-
+# --- upscaling a file (the network's part: inference.Upscaler) ---------------------------------------
 
 def partial_path(path: Path) -> Path:
     """Where PngWriter writes until the image is complete: a hidden name beside `path`."""
@@ -329,23 +248,22 @@ class Progress:
             self.bar.close()
 
 
-def upscale_file(generator: Callable[[np.ndarray], np.ndarray], source: Path, target: Path, tile: int,
-                 overlap: int, label: str | None = None, progress_stream=None) -> tuple[int, int]:
+def upscale_file(upscaler: Upscaler, source: Path, target: Path, label: str | None = None,
+                 progress_stream=None) -> tuple[int, int]:
     """Reads `source`, writes its 4x PNG to `target` (atomically); returns the output (width, height).
 
     Progress goes to stderr (see Progress). An error or interrupt (Ctrl-C, SIGTERM) leaves no partial file and
     no output folder this call created."""
-    check_tiling(tile, overlap)
     image = read_rgb(source)
     lr = image.astype(np.float32) / 127.5 - 1.0
     height, width = image.shape[0] * SCALE, image.shape[1] * SCALE
     made = [folder for folder in reversed(target.parents) if not folder.exists()]
-    progress = Progress(tile_count(*image.shape[:2], tile, overlap), label or source.name, progress_stream)
+    progress = Progress(upscaler.tiles(*image.shape[:2]), label or source.name, progress_stream)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         writer = PngWriter(target, width, height)
         try:
-            for band in upscale_bands(generator, lr, tile, overlap, on_tile=progress):
+            for band in upscaler.bands(lr, on_tile=progress):
                 writer.write(band)
             writer.close()
         except BaseException:

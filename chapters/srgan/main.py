@@ -69,8 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
                             "embedded photos, 1 for --data)")
     model.add_argument("--eval-data", metavar="DIR", default=str(PHOTOS / "evaluate"),
                        help="held-out images for the per-epoch validation crops and --stage evaluate")
-    model.add_argument("--val-crops", type=positive_int, default=4, metavar="N",
-                       help="fixed validation crops shown (LR | bicubic | SR | HR) and scored every epoch")
     up = parser.add_argument_group("upscaling (--stage upscale) and evaluation")
     up.add_argument("--input", metavar="IMG_OR_DIR", default=None, help="image or folder of images to upscale 4x")
     up.add_argument("--output", metavar="PATH", default=None,
@@ -78,9 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--generator", metavar="FILE", default=None,
                     help="a saved generator .keras file (default: the run's SRGAN generator, else its SRResNet)")
     up.add_argument("--tile", type=positive_int, default=128, metavar="PIXELS",
-                    help="LR tile side; the output tile is 4x larger (memory grows with its square)")
-    up.add_argument("--tile-overlap", type=non_negative_int, default=32, metavar="PIXELS",
-                    help="LR pixels adjacent tiles share; their outputs are blended across it")
+                    help="LR tile side of the upsampling layers (about 50 kB of memory per LR pixel of a tile); "
+                         "tiles carry the network's receptive field as a margin, so the output is the same for "
+                         "every tile size")
     return parser
 
 
@@ -138,9 +136,13 @@ def check_memory(args: argparse.Namespace, vgg_layer: str | None = None) -> None
 
 
 def prepare(args: argparse.Namespace) -> dict:
-    """The training crops, the held-out validation crops and the content loss (may raise UserError)."""
+    """The training crops, the held-out photos (uint8 HR, LR, bicubic) and the content loss (may raise UserError)."""
+    import numpy as np
+
     from chapters.srgan import images
+    from chapters.srgan.models import bicubic_upscale
     from common.errors import UserError
+    from common.images import to_uint8
 
     if args.hr_size < 16 or args.hr_size % 16:
         raise UserError(f"--hr-size {args.hr_size} must be a multiple of 16 (the discriminator halves it 4 times)")
@@ -154,12 +156,13 @@ def prepare(args: argparse.Namespace) -> dict:
     count, take_pretrain = images.training_crops(folder, args.hr_size, per_image, 2 * args.seed)
     _, take_train = images.training_crops(folder, args.hr_size, per_image, 2 * args.seed + 1, log=lambda _: None)
     held_out = [image for _, image in images.load_held_out(args.eval_data, flag="--eval-data")]
-    hr = images.validation_crops(held_out, args.hr_size, args.val_crops)
+    val_lr = [images.make_lr(image[None].astype(np.float32) / 127.5 - 1.0) for image in held_out]
     content = choose_content_loss(args)
     if content.vgg is not None and not explicit_vgg:
         check_memory(args, args.vgg_layer)
     return {"count": count, "take_pretrain": take_pretrain, "take_train": take_train,
-            "val_hr": hr, "val_lr": images.make_lr(hr), "content": content}
+            "val_hr": held_out, "val_lr": val_lr, "content": content,
+            "val_bicubic": [to_uint8(bicubic_upscale(lr).numpy()[0]) for lr in val_lr]}
 
 
 def choose_content_loss(args: argparse.Namespace, log=print):
@@ -254,39 +257,49 @@ def _pretraining_log(stage: str):
 
 
 def _validation(model, data: dict, run) -> dict:
-    """fit_gan's sample/render: a strip LR | bicubic | SR | HR per fixed validation crop."""
-    from chapters.srgan.images import strip_rows
-    from common.images import make_grid
+    """fit_gan's sample/render: every held-out photo whole, at full size: bicubic | SR | original."""
+    from chapters.srgan.images import side_by_side
+    from common.images import to_uint8
 
     def sample():
-        return model.generator(data["val_lr"], training=False).numpy()
+        rows = [(bicubic, to_uint8(model.generator(lr, training=False).numpy()[0]), hr)
+                for lr, bicubic, hr in zip(data["val_lr"], data["val_bicubic"], data["val_hr"])]
+        return side_by_side(rows, ("bicubic", "SR (this epoch)", "original"))
 
-    return {"sample": sample,
-            "render": lambda sr: make_grid(strip_rows(data["val_lr"], sr, data["val_hr"]), columns=4)}
+    return {"sample": sample, "render": lambda picture: picture}
 
 
-def _scores_of(sr, hr) -> dict[str, float]:
+def _scores_of(guess, hr) -> dict[str, float]:
+    """PSNR/SSIM of uint8 images on the Y channel with a 4-pixel border crop (the SR papers' protocol)."""
     from common.metrics import psnr, ssim
 
-    return {"psnr": psnr(sr, hr, y_channel=True, crop_border=4), "ssim": ssim(sr, hr, y_channel=True, crop_border=4)}
+    return {"psnr": psnr(guess, hr, "uint8", y_channel=True, crop_border=4),
+            "ssim": ssim(guess, hr, "uint8", y_channel=True, crop_border=4)}
+
+
+def _mean_scores(guesses, truths) -> dict[str, float]:
+    import numpy as np
+
+    scores = [_scores_of(guess, hr) for guess, hr in zip(guesses, truths)]
+    return {key: float(np.mean([s[key] for s in scores])) for key in ("psnr", "ssim")}
 
 
 def _Scores(model, data: dict):
-    """A callback adding eval/psnr, eval/ssim (Y channel, 4-pixel crop) of the validation crops to each epoch."""
+    """A callback adding eval/psnr, eval/ssim (and bicubic's) of the whole held-out photos to each epoch."""
     import keras
 
-    from chapters.srgan.models import bicubic_upscale
+    from common.images import to_uint8
 
-    bicubic = _scores_of(bicubic_upscale(data["val_lr"]).numpy(), data["val_hr"])
+    bicubic = _mean_scores(data["val_bicubic"], data["val_hr"])
 
     class Scores(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            sr = model.generator(data["val_lr"], training=False).numpy()
-            scores = _scores_of(sr, data["val_hr"])
+            guesses = [to_uint8(model.generator(lr, training=False).numpy()[0]) for lr in data["val_lr"]]
+            scores = _mean_scores(guesses, data["val_hr"])
             if logs is not None:
                 logs.update({f"eval/{k}": v for k, v in scores.items()})
                 logs.update({f"eval/{k}_bicubic": v for k, v in bicubic.items()})
-            print(f"validation crops: PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f} "
+            print(f"held-out photos: PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f} "
                   f"(bicubic {bicubic['psnr']:.2f} dB, {bicubic['ssim']:.4f})")
 
     return Scores()
@@ -310,12 +323,13 @@ def _generators(args: argparse.Namespace, run) -> list[tuple[str, Path]]:
 GENERATOR_KIND = "an SRGAN generator, which maps an image (batch, height, width, 3) to the 4x larger one"
 
 
-def _load(path: Path):
-    """A saved generator, refused in one sentence when the file is damaged or holds another kind of model
-    (a discriminator, a generator of latent vectors, ...)."""
+def _upscaler(path: Path, tile: int):
+    """The Upscaler of a saved generator, refused in one sentence when the file is damaged or holds another kind
+    of model (a discriminator, a generator of latent vectors, ...)."""
     import numpy as np
 
     import chapters.srgan.models  # noqa: F401  (registers BicubicResidual for safe-mode loading)
+    from chapters.srgan.inference import Upscaler
     from chapters.srgan.models import SCALE
     from common.checkpoints import check_model_io, load_model
     from common.errors import UserError
@@ -335,7 +349,10 @@ def _load(path: Path):
                             f"{str(error).splitlines()[0][:120]})") from None
         if out != (1, SCALE * side, SCALE * side, 3):
             raise UserError(f"{path} is not {GENERATOR_KIND} (it maps a {side}x{side} image to {out})")
-    return model
+    try:
+        return Upscaler(model, tile)
+    except ValueError as error:
+        raise UserError(f"{path} is not {GENERATOR_KIND} built by this chapter ({error})") from None
 
 
 def upscale_stage(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
@@ -345,17 +362,16 @@ def upscale_stage(args: argparse.Namespace, parser: argparse.ArgumentParser, arg
 
     if not args.input:
         raise UserError("--stage upscale needs --input IMAGE_OR_FOLDER")
-    images.check_tiling(args.tile, args.tile_overlap)  # every check before loading anything
     pairs = images.plan_outputs(Path(args.input), args.output, args.overwrite)
     if args.generator:
         path = Path(args.generator)
     else:
         path = _generators(args, open_run(args, parser, argv, training=False))[0][1]
-    generator = images.keras_generator(_load(path))
+    upscaler = _upscaler(path, args.tile)
     for number, (source, target) in enumerate(pairs, start=1):
         started = time.time()
         label = f"[{number}/{len(pairs)}] {source.name}" if len(pairs) > 1 else source.name
-        width, height = images.upscale_file(generator, source, target, args.tile, args.tile_overlap, label)
+        width, height = images.upscale_file(upscaler, source, target, label)
         print(f"{source} -> {target} ({width}x{height}, {time.time() - started:.1f} s)", flush=True)
     return 0
 
@@ -367,19 +383,17 @@ def evaluate_stage(args: argparse.Namespace, run) -> int:
     from chapters.srgan import images
     from chapters.srgan.models import bicubic_upscale
     from common.images import to_uint8
-    from common.metrics import psnr, ssim
 
     held_out = images.load_held_out(args.eval_data, flag="--eval-data")
-    generators = [(label, images.keras_generator(_load(path))) for label, path in _generators(args, run)]
+    generators = [(label, _upscaler(path, args.tile)) for label, path in _generators(args, run)]
     rows = {"bicubic": []}
     for name, hr in held_out:
         lr = images.make_lr(hr.astype(np.float32) / 127.5 - 1.0)
         guesses = {"bicubic": to_uint8(bicubic_upscale(lr).numpy())}
         for label, generator in generators:
-            guesses[label] = images.upscale_array(generator, lr, args.tile, args.tile_overlap)
+            guesses[label] = generator(lr)
         for label, guess in guesses.items():
-            scores = {"psnr": psnr(guess, hr, "uint8", y_channel=True, crop_border=4),
-                      "ssim": ssim(guess, hr, "uint8", y_channel=True, crop_border=4)}
+            scores = _scores_of(guess, hr)
             rows.setdefault(label, []).append(scores)
             print(f"{name:32s} {label:9s} PSNR {scores['psnr']:6.2f} dB  SSIM {scores['ssim']:.4f}")
     summary = {label: {k: float(np.mean([s[k] for s in scores])) for k in ("psnr", "ssim")}
