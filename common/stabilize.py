@@ -48,13 +48,15 @@ class Stabilizers:
         return [f.name for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)]
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
+def add_flags(parser: argparse.ArgumentParser, label_smoothing: float = 1.0, average_generator: float = 0.0) -> None:
+    """The stabilisation flags, all off by default; a chapter may default two of them on (what its measured
+    default run uses). They are the flags' own defaults, so a --resume still restores a run's saved values."""
     group = parser.add_argument_group("stabilisation (Salimans et al. 2016, and later losses)")
     group.add_argument("--loss", choices=("bce", "hinge", "wgan-gp"), default="bce",
                        help="adversarial loss: bce (the book's, non-saturating G), hinge, or WGAN with gradient "
                             "penalty (hinge and wgan-gp use the discriminator's raw score)")
     group.add_argument("--gp-weight", type=non_negative_float, default=10.0, help="gradient-penalty weight for --loss wgan-gp")
-    group.add_argument("--label-smoothing", type=positive_float, default=1.0, metavar="R",
+    group.add_argument("--label-smoothing", type=positive_float, default=label_smoothing, metavar="R",
                        help="one-sided label smoothing: the real target (e.g. 0.9); 1 = off")
     group.add_argument("--label-noise", type=non_negative_float, default=0.0, metavar="W",
                        help="noisy labels: real targets drawn from [R-W, R], fake from [0, W] per example; 0 = off")
@@ -66,7 +68,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                        help="penalise each network's distance to the average of its past weights; 0 = off")
     group.add_argument("--pack", type=positive_int, default=1, metavar="K",
                        help="PacGAN: D judges K samples at once (batch size must divide by K); 1 = off")
-    group.add_argument("--average-generator", type=non_negative_float, default=0.0, metavar="DECAY",
+    group.add_argument("--average-generator", type=non_negative_float, default=average_generator, metavar="DECAY",
                        help="sample and save an exponential moving average of G's weights with this decay (e.g. "
                             "0.999; Karras et al.'s smoothed generator) instead of the raw G; 0 = off")
 

@@ -195,3 +195,4 @@ def test_evaluate_stage_scores_the_saved_generator_and_names_the_extractor(vanil
     # an 8-step generator draws blobs.
     assert scores["fid_mnist_cnn"] > 30 and scores["kid_mnist_cnn"] > 1.0
     assert "fid_mnist_cnn" in capsys.readouterr().out
+
