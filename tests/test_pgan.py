@@ -14,8 +14,9 @@ from chapters.pgan.main import main
 from conftest import run_main, run_script
 
 # 4x4 (64 images) -> 8x8 fade-in (128) -> 8x8 (64), batch 16, narrow networks: a few seconds of training.
-TINY = ["--max-resolution", "8", "--stable-images", "64", "--fade-images", "128", "--tick-images", "32",
-        "--batch-size", "16", "--faces", "96", "--latent-dim", "16", "--max-filters", "8", "--seed", "3"]
+TINY = ["--max-resolution", "8", "--stable-images", "64", "--fade-images", "8:128", "--tick-images", "32",
+        "--batch-size", "16", "--batch-sizes", "4:16", "--faces", "96", "--latent-dim", "16", "--max-filters", "8",
+        "--seed", "3"]
 
 
 def _progress(run_dir: Path) -> dict:
@@ -46,17 +47,20 @@ def _saved_layers(run_dir: Path) -> dict[str, list[np.ndarray]]:
 
 
 def _checkpoint_layers(run_dir: Path, level: int, restore: bool = True) -> dict[str, list[np.ndarray]]:
-    """The layers of levels 0..level in the run's latest checkpoint by name (restore=False: a fresh init)."""
+    """The layers of levels 0..level in the run's latest checkpoint by name (restore=False: a fresh init): D's,
+    and G's average (what models/generator.keras holds)."""
     import tensorflow as tf
 
     from chapters.pgan.models import Growing
 
     config = json.loads((run_dir / "config.json").read_text())
-    growing = Growing(config["latent_dim"], level, config["max_filters"], 3, config["seed"])
-    layers = growing.layers_up_to(level)
+    growing, average = (Growing(config["latent_dim"], level, config["max_filters"], 3, config["seed"])
+                        for _ in range(2))
+    layers = {**growing.layers_up_to(level), "average_layers": average.layers_up_to(level)["generator_layers"]}
     if restore:
         tf.train.Checkpoint(**layers).restore(tf.train.latest_checkpoint(str(run_dir / "checkpoints"))).expect_partial()
-    return {name: [w.numpy() for w in layer.weights] for group in layers.values() for name, layer in group.items()}
+    return {name: [w.numpy() for w in layer.weights] for group in ("discriminator_layers", "average_layers")
+            for name, layer in layers[group].items()}
 
 
 def _assert_carried(saved: dict, carried: dict, fresh: dict) -> None:
@@ -255,11 +259,35 @@ def test_sample_and_explore_stages_use_the_saved_generator(tiny_run, tmp_path):
     assert (tiny_run / "explore" / "walk_3_4.png").exists()
 
 
+def test_image_counts_per_resolution_and_the_average_generator(tiny_run):
+    from chapters.pgan.main import build_parser, phase_images
+
+    args = build_parser().parse_args(["--fade-images", "500,16:900", "--stable-images", "700"])
+    assert [phase_images(args, "fade", r) for r in (8, 16, 32)] == [500, 900, 500]
+    assert phase_images(args, "stable", 4) == 700
+    # models/generator.keras is Gs, the average of G's weights (checkpointed with G): not G itself
+    import tensorflow as tf
+
+    from chapters.pgan.models import Growing
+
+    growing = Growing(16, 1, 8, 3, 3)
+    layers = growing.layers_up_to(1)["generator_layers"]
+    tf.train.Checkpoint(generator_layers=layers).restore(
+        tf.train.latest_checkpoint(str(tiny_run / "checkpoints"))).expect_partial()
+    average, raw = _saved_layers(tiny_run)["g_8x8_conv1"][0], layers["g_8x8_conv1"].weights[0].numpy()
+    assert average.shape == raw.shape and not np.array_equal(average, raw)
+    assert np.abs(average - raw).mean() < np.abs(raw).mean()
+
+
 def test_bad_flags_are_one_sentence(tmp_path, capsys):
     assert run_main(main, ["--max-resolution", "48", "--run-dir", tmp_path / "r"]) == 2
     assert "power of two" in capsys.readouterr().err
     assert run_main(main, ["--batch-sizes", "8-16", "--run-dir", tmp_path / "r"]) == 2
     assert "RES:N" in capsys.readouterr().err
+    assert run_main(main, ["--fade-images", "8:100,6:100", "--run-dir", tmp_path / "r"]) == 2
+    assert "RES:N pairs" in capsys.readouterr().err
+    assert run_main(main, ["--stable-images", "4:100,8:100", "--run-dir", tmp_path / "r"]) == 2
+    assert "no count for 16x16" in capsys.readouterr().err
     assert run_main(main, ["--data", tmp_path / "missing"]) == 2
     assert "does not exist" in capsys.readouterr().err
 

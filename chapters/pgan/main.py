@@ -3,12 +3,16 @@
 Training starts both networks at 4x4 and doubles the resolution phase by phase: each new block fades in while
 alpha rises linearly from 0 to 1 over --fade-images images, then trains at full alpha for --stable-images images.
 The paper's recipe throughout: equalised learning rate, pixel norm in G, minibatch stddev in D, WGAN-GP with the
-0.001 drift term, Adam (lr 0.001, beta_1 0, beta_2 0.99) restarted at every phase, per-resolution batch sizes.
+0.001 drift term, Adam (beta_1 0, beta_2 0.99) restarted at every phase, per-resolution batch sizes, and the
+smoothed generator Gs (a moving average of G's weights) for every image drawn. The default run is a CPU's share of
+it: most images at 4x4..16x16 (--fade-images / --stable-images per resolution), lr 0.01 instead of the paper's
+0.001 for its few hundred steps a phase, 32 feature maps at 32x32 (--fmap-base 1024).
 With no --data it trains on procedural cartoon faces rendered at --max-resolution; --data takes any folder of
 images (CelebA, CelebA-HQ, ...), downsampled per resolution in tf.data.
 
-  python chapters/pgan/main.py                          # 4 -> 8 -> 16 -> 32 on a CPU (~10 min on an idle 2-core CPU)
-  python chapters/pgan/main.py --max-resolution 64 --max-filters 512 --fade-images 800000 --stable-images 800000
+  python chapters/pgan/main.py                          # 4 -> 8 -> 16 -> 32 on a CPU (est. ~10 min, idle 2 cores)
+  python chapters/pgan/main.py --max-resolution 64 --max-filters 512 --fmap-base 16384 --learning-rate 0.001 \
+      --batch-size 16 --batch-sizes '' --g-average-half-life 11000 --fade-images 800000 --stable-images 800000
   python chapters/pgan/main.py --resume                 # continues mid-phase, even in the middle of a fade-in
   python chapters/pgan/main.py --resume --max-resolution 64   # grow a finished run one level further
   python chapters/pgan/main.py --stage sample --num 64 --out faces.png
@@ -32,6 +36,14 @@ from common.errors import UserError  # noqa: E402
 FACES_SEED = 0  # the embedded training set is procedural_faces.make_dataset(--faces, FACES_SEED, --max-resolution)
 # The paper's minibatch (appendix A.1): 16 up to 128x128, then 14, 6 and 3 (for 8 GB GPUs).
 PAPER_BATCH = {256: 14, 512: 6, 1024: 3}
+# The default run's schedule: most images where steps are cheap (4x4 to 16x16), enough at 32x32 to settle there.
+# A CPU affords a few hundred steps a phase (the paper: 50,000), hence the learning rate 10x the paper's.
+DEFAULT_FADE = "6000,8:10000,16:8000"  # the bare count: 32x32 and up
+DEFAULT_STABLE = "8000,4:20000,8:10000"  # 8000 at 16x16 and up
+DEFAULT_BATCHES = "4:64,8:64"  # twice the images per step where a step costs little more than its overhead
+DEFAULT_LEARNING_RATE = 0.01
+DEFAULT_HALF_LIFE = 3000
+DEFAULT_FMAP_BASE = 1024  # 64 feature maps (--max-filters) up to 16x16, 32 at 32x32
 FACES_CNN = Path(__file__).resolve().parents[2] / "datasets" / "faces_cnn.keras"
 
 
@@ -47,25 +59,37 @@ def build_parser():
     grow = parser.add_argument_group("progressive growing")
     grow.add_argument("--max-resolution", type=positive_int, default=32, metavar="PX",
                       help="final resolution, a power of two from 8 to 1024 (64 and up need more than a CPU)")
-    grow.add_argument("--fade-images", type=positive_int, default=4000, metavar="N",
-                      help="real images shown while a new block fades in (alpha 0 -> 1); the paper: 800000")
-    grow.add_argument("--stable-images", type=positive_int, default=4000, metavar="N",
-                      help="real images shown at full alpha after each fade-in (and at 4x4); the paper: 800000")
-    grow.add_argument("--batch-sizes", default=None, metavar="RES:N,...",
-                      help="per-resolution minibatch sizes, e.g. 4:64,8:64,16:32,32:16 (the rest from --batch-size)")
+    grow.add_argument("--fade-images", type=images_spec, default=DEFAULT_FADE, metavar="N|RES:N,...",
+                      help="real images shown while a new block fades in (alpha 0 -> 1): one number for every "
+                           "resolution, or per resolution, e.g. 8:20000,16:12000,32:12000 (a bare number among "
+                           "them covers the rest); the paper: 800000")
+    grow.add_argument("--stable-images", type=images_spec, default=DEFAULT_STABLE, metavar="N|RES:N,...",
+                      help="real images shown at full alpha after each fade-in (and at 4x4), like --fade-images; "
+                           "the paper: 800000")
+    grow.add_argument("--batch-sizes", default=DEFAULT_BATCHES, metavar="RES:N,...",
+                      help="per-resolution minibatch sizes, e.g. 4:64,8:64,16:32,32:16 (the rest from --batch-size; "
+                           "'' for --batch-size everywhere)")
     grow.add_argument("--stop-after-images", type=positive_int, default=None, metavar="N",
                       help="stop with a checkpoint once the run has shown N real images in all (e.g. to time-box "
                            "a session); --resume goes on from there, mid-phase")
-    grow.add_argument("--tick-images", type=positive_int, default=1000, metavar="N",
+    grow.add_argument("--tick-images", type=positive_int, default=2000, metavar="N",
                       help="log to TensorBoard and write a checkpoint every N images (and at every phase's end)")
     net = parser.add_argument_group("networks and loss")
     net.add_argument("--latent-dim", type=positive_int, default=512, help="size of the generator's input noise z")
     net.add_argument("--max-filters", type=positive_int, default=64, metavar="F",
-                     help="cap on feature maps per layer; the paper's 512 (then 256 at 64x64, ... 16 at 1024) is "
-                          "min(F, 16384 / resolution); 64 keeps the default run within 15 minutes on a CPU")
-    net.add_argument("--learning-rate", type=positive_float, default=1e-3, help="Adam's learning rate for both networks")
+                     help="cap on feature maps per layer (see --fmap-base); the paper's 512; 64 keeps the default "
+                          "run within 15 minutes on a CPU")
+    net.add_argument("--fmap-base", type=positive_int, default=DEFAULT_FMAP_BASE, metavar="B",
+                     help="feature maps at resolution R: min(--max-filters, B / R), halving with every doubling "
+                          "once B / R is below the cap; the paper's 16384 (512 up to 32x32)")
+    net.add_argument("--learning-rate", type=positive_float, default=DEFAULT_LEARNING_RATE,
+                     help="Adam's learning rate for both networks; the paper's 0.001 needs its 50,000 steps a phase")
     net.add_argument("--gp-weight", type=non_negative_float, default=10.0, help="WGAN-GP gradient penalty weight (lambda)")
     net.add_argument("--drift", type=non_negative_float, default=0.001, help="weight of the drift term E[D(x)^2] on real scores")
+    net.add_argument("--g-average-half-life", type=non_negative_int, default=DEFAULT_HALF_LIFE, metavar="IMAGES",
+                     help="the paper's smoothed generator Gs: an exponential moving average of G's weights, "
+                          "sampled and saved instead of G, whose weight halves every IMAGES images (the paper's "
+                          "decay 0.999 at batch 16 is about 11000); 0: no average, G itself")
     net.add_argument("--faces", type=positive_int, default=6000, metavar="N",
                      help="without --data: how many procedural faces make up the training set")
     net.add_argument("--cache-mb", type=non_negative_int, default=2048, metavar="MB",
@@ -94,12 +118,59 @@ def check_args(args) -> None:
     res = args.max_resolution
     if res < 8 or res > 1024 or res & (res - 1):
         raise UserError(f"--max-resolution must be a power of two from 8 to 1024, got {res}")
-    for flag in ("fade_images", "stable_images", "tick_images", "latent_dim", "max_filters", "faces"):
+    for flag in ("tick_images", "latent_dim", "max_filters", "faces"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    from chapters.pgan.models import level_of, resolution
+
+    for level in range(level_of(res) + 1):  # every phase up to --max-resolution has its count
+        if level:
+            phase_images(args, "fade", resolution(level))
+        phase_images(args, "stable", resolution(level))
     batch_sizes(args)
     if args.walk_steps < 2:
         raise UserError(f"--walk-steps must be at least 2, got {args.walk_steps}")
+
+
+def images_spec(text) -> str | int:
+    """An argparse type: N (every resolution) or RES:N pairs, with at most one bare N for the rest."""
+    if isinstance(text, int):  # a saved run's config
+        return text
+    parse_images(text)
+    return text.replace(" ", "")
+
+
+def parse_images(spec) -> tuple[int | None, dict[int, int]]:
+    """(images for resolutions not named, {resolution: images}) of an --fade-images / --stable-images value."""
+    if isinstance(spec, int):
+        return spec, {}
+    rest, sizes = None, {}
+    for item in str(spec).replace(" ", "").split(","):
+        if not item:
+            continue
+        try:
+            parts = [int(v) for v in item.split(":")]
+        except ValueError:
+            parts = []
+        if len(parts) == 1 and rest is None and parts[0] >= 1:
+            rest = parts[0]
+        elif len(parts) == 2 and parts[1] >= 1 and parts[0] >= 4 and parts[0] & (parts[0] - 1) == 0:
+            sizes[parts[0]] = parts[1]
+        else:
+            raise UserError(f"image counts are N or RES:N pairs separated by commas (a resolution a power of two "
+                            f"from 4, counts at least 1, at most one bare N), e.g. 8:20000,32:12000; got {item!r}")
+    return rest, sizes
+
+
+def phase_images(args, kind: str, res: int) -> int:
+    """Real images of the phase `kind` ("fade" or "stable") at res x res."""
+    flag = "fade" if kind == "fade" else "stable"
+    rest, sizes = parse_images(getattr(args, f"{flag}_images"))
+    if res in sizes:
+        return sizes[res]
+    if rest is None:
+        raise UserError(f"--{flag}-images names no count for {res}x{res}: add {res}:N or a bare N for the rest")
+    return rest
 
 
 def batch_sizes(args) -> dict[int, int]:
@@ -136,14 +207,15 @@ def memory_estimate(args) -> tuple[float, str, str]:
 
     res = args.max_resolution
     level, batch = models.level_of(res), batch_sizes(args)[res]
-    g_maps, d_maps = models.feature_maps(level, args.max_filters, args.latent_dim)
+    g_maps, d_maps = models.feature_maps(level, args.max_filters, args.latent_dim, fmap_base=args.fmap_base)
     step = activation_bytes(g_maps + d_maps, batch, factor=2.0) + 2 ** 28
-    weights = 4 * 4 * sum(models.parameter_count(level, args.max_filters, args.latent_dim))
+    weights = 4 * 4 * sum(models.parameter_count(level, args.max_filters, args.latent_dim, fmap_base=args.fmap_base))
     if args.data:  # decoded images are cached up to --cache-mb
         images, image_flag = args.cache_mb * 2 ** 20, "--cache-mb"
     else:  # the faces are rendered at --max-resolution: a uint8 copy, and float32 while rendering / as the cache
         images, image_flag = args.faces * res * res * 3 * (1 + 2 * 4), "--faces"
-    what = (f"training at {res}x{res} (batch {batch}, {models.filters_at(res, args.max_filters)} feature maps there; "
+    maps = models.filters_at(res, args.max_filters, args.fmap_base)
+    what = (f"training at {res}x{res} (batch {batch}, {maps} feature maps there; "
             f"{images / 2 ** 30:,.1f} GiB of it the training images)")
     flags = f"the batch size at {res}x{res} (--batch-size or --batch-sizes {res}:N), --max-filters, {image_flag} " \
             "or --max-resolution"
@@ -187,6 +259,12 @@ def main(argv: Sequence[str]) -> int:
         run = open_run(args, parser, argv, training=True)
         if "stop_after_images" not in explicit_flags(parser, argv):
             args.stop_after_images = None  # a time box applies to the session that asked for it
+        saved = run.read_config()
+        for key, before in (("fmap_base", 16384), ("g_average_half_life", 0)):  # runs from before these flags
+            if key not in saved and key not in explicit_flags(parser, argv):
+                setattr(args, key, before)
+                if run.pending_config is not None:
+                    run.pending_config[key] = before
         check_args(args)  # the run's saved flags, with the ones typed now on top
         check_memory(args)
         data = TrainingData.from_args(args)
@@ -370,8 +448,10 @@ def make_progress():
     return Progress()
 
 
-def make_train_step(generator, discriminator, g_opt, d_opt, fade_layers, fading: bool, args):
-    """One compiled step: a WGAN-GP critic update (with the drift term), then a generator update.
+def make_train_step(generator, discriminator, g_opt, d_opt, fade_layers, fading: bool, args, average=(),
+                    beta: float = 0.0):
+    """One compiled step: a WGAN-GP critic update (with the drift term), a generator update, then the average
+    Gs <- beta * Gs + (1 - beta) * G over `average`, pairs of (Gs variable, G variable).
 
     During a fade-in the real images are blended like the generator's output (the paper's official code):
     (1 - alpha) * upsample(downsample(x)) + alpha * x, so D sees the same mix of resolutions for reals and fakes.
@@ -409,6 +489,8 @@ def make_train_step(generator, discriminator, g_opt, d_opt, fade_layers, fading:
             g_loss = -tf.reduce_mean(discriminator(generator(z_g, training=True), training=True))
         g_vars = generator.trainable_variables
         g_opt.apply_gradients(zip(tape.gradient(g_loss, g_vars), g_vars))
+        for smoothed, weight in average:
+            smoothed.assign(beta * smoothed + (1.0 - beta) * weight)
         return {"d_loss": d_loss, "g_loss": g_loss, "gradient_penalty": penalty, "wasserstein": wasserstein,
                 "real_score": tf.reduce_mean(real_out)}
 
@@ -426,10 +508,12 @@ class ResumePoint:
     assigned, so a damaged checkpoint (cut short, garbage) changes nothing and the one before it is tried.
     """
 
-    def __init__(self, growing, progress, phases, length, max_resolution: int, learning_rate: float) -> None:
+    def __init__(self, growing, progress, phases, length, max_resolution: int, learning_rate: float,
+                 average=None) -> None:
         self.growing, self.progress, self.phases, self.length = growing, progress, phases, length
-        self.max_resolution, self.learning_rate = max_resolution, learning_rate
+        self.max_resolution, self.learning_rate, self.average = max_resolution, learning_rate, average
         self.path, self.number, self.level, self.optimizers = None, 0, 0, None
+        self.average_missing = False
 
     def restore(self, path: str):
         import tensorflow as tf
@@ -446,14 +530,18 @@ class ResumePoint:
                             f"it: resume with --max-resolution {res} or more (nothing was changed)")
         level, kind = self.phases[phase]
         items = {**self.growing.layers_up_to(level), "progress": self.progress}
+        missing = not any(key.startswith("average_layers/") for key in reader.get_variable_to_shape_map())
+        if self.average is not None and not missing:  # (a run without the average: Gs starts as G)
+            items["average_layers"] = self.average.layers_up_to(level)["generator_layers"]
         optimizers = None
-        if phase_images < self.length(kind):  # the run goes on inside this phase, with its Adam states
+        if phase_images < self.length(level, kind):  # the run goes on inside this phase, with its Adam states
             optimizers = models.optimizer(self.learning_rate), models.optimizer(self.learning_rate)
             optimizers[0].build(self.growing.generator(level, kind).trainable_variables)
             optimizers[1].build(self.growing.discriminator(level, kind).trainable_variables)
             items.update(g_optimizer=optimizers[0], d_optimizer=optimizers[1])
         status = tf.train.Checkpoint(**items).restore(path)
         self.path, self.number, self.level, self.optimizers = path, int(path.rsplit("-", 1)[1]), level, optimizers
+        self.average_missing = self.average is not None and missing
         return status
 
 
@@ -477,14 +565,19 @@ class Trainer:
             log("--mixed-precision: the pgan chapter trains in float32 (the gradient penalty needs it); ignored")
         setup_devices("one", False, args.seed, log)
         max_level = models.level_of(args.max_resolution)
-        self.growing = growing = models.Growing(args.latent_dim, max_level, args.max_filters, 3, args.seed)
+        shape = (args.latent_dim, max_level, args.max_filters, 3, args.seed, args.fmap_base)
+        self.growing = growing = models.Growing(*shape)
+        # Gs: the same layers with the same initial weights (same seed), an average of G's from then on
+        average = models.Growing(*shape) if args.g_average_half_life else None
+        self.sampler = average or growing  # what the grids show and models/generator.keras holds
         phases, sizes = phase_list(max_level), batch_sizes(args)
         progress = self.progress = make_progress()
         writer = TensorBoardWriter(run)
         self.latents = fixed_latents(64, args.latent_dim, args.seed)
         resumed = None
         if args.resume is not None:
-            resumed = ResumePoint(growing, progress, phases, self._length, args.max_resolution, args.learning_rate)
+            resumed = ResumePoint(growing, progress, phases, self._length, args.max_resolution, args.learning_rate,
+                                  average)
             restore_newest(resumed, run.checkpoints, log)
             run.commit_config()  # the flags typed now are the run's from here on (a failed resume changed nothing)
         else:
@@ -503,7 +596,7 @@ class Trainer:
         for index in range(first, len(phases)):
             level, kind = phases[index]
             res, fading = models.resolution(level), kind == "fade"
-            batch, length = sizes[res], self._length(kind)
+            batch, length = sizes[res], self._length(level, kind)
             generator, discriminator = growing.generator(level, kind), growing.discriminator(level, kind)
             if resumed and index == first and resumed.optimizers:  # on inside the checkpoint's phase
                 g_opt, d_opt = resumed.optimizers
@@ -526,9 +619,20 @@ class Trainer:
                 progress.phase_seconds.assign(0.0)
                 progress.alpha.assign(0.0 if fading else 1.0)
             items = {**growing.layers_up_to(level), "g_optimizer": g_opt, "d_optimizer": d_opt, "progress": progress}
-            checkpoints = Checkpoints(run, items, keep=args.checkpoints_kept)
             fade_layers = growing.fade_layers(level) if fading else []
-            step = make_train_step(generator, discriminator, g_opt, d_opt, fade_layers, fading, args)
+            pairs, beta = [], 0.0
+            if average is not None:
+                average.generator(level, kind)  # builds its fade layer too
+                items["average_layers"] = average.layers_up_to(level)["generator_layers"]
+                if resumed and index == first and resumed.average_missing:  # a run from before the average
+                    for name, layer in items["average_layers"].items():
+                        layer.set_weights(items["generator_layers"][name].get_weights())
+                pairs = [(a, w) for name, layer in items["generator_layers"].items()
+                         for a, w in zip(items["average_layers"][name].weights, layer.weights)]
+                beta = 0.5 ** (batch / args.g_average_half_life)  # per step of `batch` images
+                fade_layers = fade_layers + ([average.fade_layers(level)[0]] if fading else [])
+            checkpoints = Checkpoints(run, items, keep=args.checkpoints_kept)
+            step = make_train_step(generator, discriminator, g_opt, d_opt, fade_layers, fading, args, pairs, beta)
             last = self._phase(index, level, kind, batch, length, step, checkpoints, writer)
             if last is None:
                 return {}
@@ -562,7 +666,7 @@ class Trainer:
                 log(f"stopped after {int(progress.total_images.numpy())} images (--stop-after-images) at "
                     f"{phase_name(level, kind)}, alpha {float(progress.alpha.numpy()):.3f}; --resume goes on")
                 return None
-            alpha = min(1.0, done / args.fade_images) if fading else 1.0
+            alpha = min(1.0, done / length) if fading else 1.0
             seed = tf.constant([args.seed, int(progress.steps.numpy())], tf.int64)
             out = step(next(stream)["real"], seed, tf.constant(alpha, tf.float32))
             for key, value in out.items():
@@ -572,7 +676,7 @@ class Trainer:
             progress.phase_images.assign(done)
             progress.total_images.assign_add(batch)
             progress.steps.assign_add(1)
-            progress.alpha.assign(min(1.0, done / args.fade_images) if fading else 1.0)
+            progress.alpha.assign(min(1.0, done / length) if fading else 1.0)
             if fading and before < length // 2 <= done:
                 self._fade_strip(level, float(progress.alpha.numpy()), writer)
             if done // args.tick_images > before // args.tick_images or done >= length:
@@ -585,7 +689,7 @@ class Trainer:
                 scalars = {**means, "alpha": float(progress.alpha.numpy()), "resolution": res,
                            "images_per_second": steps_in_tick * batch / max(elapsed, 1e-9), "phase": index}
                 writer.scalars(scalars, step=images)
-                writer.image("samples/latest", self._picture(self.growing.generator(level, kind)), step=images)
+                writer.image("samples/latest", self._picture(self.sampler.generator(level, kind)), step=images)
                 if done < length:  # the phase's end writes its own checkpoint below
                     self._checkpoint(checkpoints, seconds_before + time.time() - phase_started)
                 log(f"  {res}x{res} {kind:6s} {done:>7d}/{length} img  alpha {scalars['alpha']:.3f}  "
@@ -593,7 +697,7 @@ class Trainer:
                     f"{scalars['images_per_second']:.0f} img/s")
                 sums, steps_in_tick, tick_started = {}, 0, time.time()
         seconds = seconds_before + time.time() - phase_started
-        generator = self.growing.generator(level, kind)
+        generator = self.sampler.generator(level, kind)
         picture = self._picture(generator)
         name = f"{index:02d}_{res}x{res}_{kind}"
         from common.images import save_png
@@ -610,8 +714,10 @@ class Trainer:
         log(f"phase {index + 1} done in {seconds:.1f} s: {self.final_grid}")
         return {"phase": name, "seconds": seconds}
 
-    def _length(self, kind: str) -> int:
-        return self.args.fade_images if kind == "fade" else self.args.stable_images
+    def _length(self, level: int, kind: str) -> int:
+        from chapters.pgan.models import resolution
+
+        return phase_images(self.args, kind, resolution(level))
 
     def _checkpoint(self, checkpoints, seconds: float) -> None:
         from common.checkpoints import explain_write_failure
@@ -638,7 +744,7 @@ class Trainer:
         from chapters.pgan import models
         from common.images import make_grid, save_png
 
-        low, new, blend = (np.asarray(t) for t in self.growing.fade_paths(level)(self.latents[:8], training=False))
+        low, new, blend = (np.asarray(t) for t in self.sampler.fade_paths(level)(self.latents[:8], training=False))
         rows = np.concatenate([low, new, blend])
         scale = max(1, 64 // rows.shape[1])
         picture = make_grid(rows.repeat(scale, axis=1).repeat(scale, axis=2), columns=8)

@@ -11,7 +11,8 @@ them (the layers, hence the weights, are shared between the phases):
 Blocks follow table 2 of the paper: G's 4x4 block is z -> PixelNorm -> Dense(4*4*C) -> 3x3 conv, every later
 block nearest-upsamples and applies two 3x3 convs; each conv is followed by LeakyReLU(0.2) and PixelNorm. D
 mirrors it with 2x2 average pooling and ends in minibatch stddev -> 3x3 conv -> 4x4 dense -> Dense(1). Feature
-maps: min(--max-filters, 16384 / resolution), i.e. the paper's 512 up to 32x32, then 256, 128, ... 16 at 1024.
+maps: min(--max-filters, --fmap-base / resolution); the paper's base 16384 gives 512 up to 32x32, then 256, 128,
+... 16 at 1024.
 """
 from __future__ import annotations
 
@@ -36,9 +37,12 @@ def level_of(res: int) -> int:
     return level
 
 
-def filters_at(res: int, max_filters: int = 512) -> int:
-    """The paper's feature-map count (fmap_base 8192: 512 up to 32x32, halving after), capped at max_filters."""
-    return max(1, min(max_filters, 16384 // res))
+FMAP_BASE = 16384  # the paper's feature maps: 512 up to 32x32, then halving with every doubling
+
+
+def filters_at(res: int, max_filters: int = 512, fmap_base: int = FMAP_BASE) -> int:
+    """The paper's feature-map count min(max_filters, fmap_base / resolution)."""
+    return max(1, min(max_filters, fmap_base // res))
 
 
 def optimizer(learning_rate: float = 1e-3) -> keras.optimizers.Optimizer:
@@ -50,8 +54,9 @@ class Growing:
     """All layers of G and D up to `max_level`, and the models of each (level, phase)."""
 
     def __init__(self, latent_dim: int = 512, max_level: int = 4, max_filters: int = 512, channels: int = 3,
-                 seed: int = 0) -> None:
+                 seed: int = 0, fmap_base: int = FMAP_BASE) -> None:
         self.latent_dim, self.max_level, self.max_filters, self.channels = latent_dim, max_level, max_filters, channels
+        self.fmap_base = fmap_base
         self._seed = seed * 1000
         lrelu = lambda name: layers.LeakyReLU(0.2, name=name)  # noqa: E731
         self.g_blocks, self.g_to_rgb, self.g_fade = [], [], [None]
@@ -91,7 +96,7 @@ class Growing:
         return self._seed
 
     def nf(self, res: int) -> int:
-        return filters_at(res, self.max_filters)
+        return filters_at(res, self.max_filters, self.fmap_base)
 
     # --- assembling the models of a phase -------------------------------------------------------------------
 
@@ -165,10 +170,11 @@ def _apply(block, x):
 
 # --- what a training step holds in memory (estimated before anything is built) --------------------------------
 
-def feature_maps(level: int, max_filters: int, latent_dim: int, channels: int = 3) -> tuple[list, list]:
+def feature_maps(level: int, max_filters: int, latent_dim: int, channels: int = 3,
+                 fmap_base: int = FMAP_BASE) -> tuple[list, list]:
     """Per-sample shapes of every layer output of G and D in the fade-in to `level` (the larger of its two
     phases: both resolutions' paths run), as `Growing` builds them."""
-    nf = [filters_at(resolution(k), max_filters) for k in range(level + 1)]
+    nf = [filters_at(resolution(k), max_filters, fmap_base) for k in range(level + 1)]
     g = [(latent_dim,), (latent_dim,), (16 * nf[0],)] + [(4, 4, nf[0])] * 5  # norm, dense, act/norm, conv/act/norm
     d = [(4, 4, nf[0] + 1)] + [(4, 4, nf[0])] * 2 + [(nf[0],)] * 2 + [(1,)]  # stddev, conv/act, dense/act, score
     for k in range(1, level + 1):
@@ -184,9 +190,10 @@ def feature_maps(level: int, max_filters: int, latent_dim: int, channels: int = 
     return g, d
 
 
-def parameter_count(level: int, max_filters: int, latent_dim: int, channels: int = 3) -> tuple[int, int]:
+def parameter_count(level: int, max_filters: int, latent_dim: int, channels: int = 3,
+                    fmap_base: int = FMAP_BASE) -> tuple[int, int]:
     """Weights of G and D up to `level` (every block, toRGB and fromRGB), without building them."""
-    nf = [filters_at(resolution(k), max_filters) for k in range(level + 1)]
+    nf = [filters_at(resolution(k), max_filters, fmap_base) for k in range(level + 1)]
     conv = lambda k, cin, cout: k * k * cin * cout + cout  # noqa: E731
     g = latent_dim * 16 * nf[0] + 16 * nf[0] + conv(3, nf[0], nf[0])
     d = conv(3, nf[0] + 1, nf[0]) + (16 * nf[0] * nf[0] + nf[0]) + (nf[0] + 1)

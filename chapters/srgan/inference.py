@@ -50,12 +50,13 @@ def subpixel_kernel(kernel: np.ndarray) -> np.ndarray:
 
 def upsample_conv(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
     """UpSampling2D(2) + Conv2D(3x3, "same") with the subpixel_kernel of its kernel, at x's resolution."""
-    height, width = tf.shape(x)[1], tf.shape(x)[2]
     channels = kernel.shape[-1] // 4
-    out = tf.nn.conv2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), kernel, 1, "VALID")  # (h + 1, w + 1)
-    # phase (a, b) of output pixel (2i + a, 2j + b) is the 2x2 window starting at padded (i + a, j + b)
-    phases = [out[:, a:a + height, b:b + width, (2 * a + b) * channels:(2 * a + b + 1) * channels]
-              for a in (0, 1) for b in (0, 1)]
+    phases = []
+    for a in (0, 1):  # phase (a, b) of output pixel (2i + a, 2j + b) reads input rows i - 1 + a, i + a (cols alike)
+        for b in (0, 1):
+            padded = tf.pad(x, [[0, 0], [1 - a, a], [1 - b, b], [0, 0]])
+            phase = kernel[..., (2 * a + b) * channels:(2 * a + b + 1) * channels]
+            phases.append(tf.nn.conv2d(padded, phase, 1, "VALID"))
     return tf.nn.depth_to_space(tf.concat(phases, axis=-1), 2) + bias
 
 
