@@ -39,8 +39,8 @@ train-3d-gan:
 
 # gan -> encoder -> optimize -> age on the embedded faces: the conditional DCGAN with a projection D (32 px drawn,
 # 64 px out) and a width-0.5 book encoder, to fit a 2-core CPU (chapters/age_cgan/README.md).
-AGE_CGAN_CPU := --arch dcgan --width 0.5 --epochs 8 --steps-per-epoch 200 --batch-size 64 --encoder-steps 300 \
-                --optimize-steps 40 --refine-steps 30
+AGE_CGAN_CPU := --arch dcgan --width 0.5 --epochs 12 --steps-per-epoch 200 --batch-size 64 --encoder-steps 300 \
+                --optimize-steps 40 --refine-steps 60
 train-age-cgan:
 	$(PYTHON) chapters/age_cgan/main.py --stage all $(AGE_CGAN_CPU) $(ARGS)
 
