@@ -35,7 +35,8 @@ CASES = {
 # 1-4), fade-in to 8x8 over 1280 (writes 5-12), 8x8 for 640 more (13-16). Dying in write 6 resumes at 160
 # fade-in images, alpha 0.125.
 PGAN = ["--max-resolution", "8", "--stable-images", "640", "--fade-images", "1280", "--tick-images", "160",
-        "--batch-size", "16", "--faces", "96", "--latent-dim", "16", "--max-filters", "8", "--seed", "3"]
+        "--batch-size", "16", "--batch-sizes", "4:16,8:16", "--faces", "96", "--latent-dim", "16", "--max-filters", "8",
+        "--seed", "3"]
 
 
 def _latest(run_dir: Path) -> int:
