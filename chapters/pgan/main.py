@@ -164,12 +164,11 @@ def parse_images(spec) -> tuple[int | None, dict[int, int]]:
 
 def phase_images(args, kind: str, res: int) -> int:
     """Real images of the phase `kind` ("fade" or "stable") at res x res."""
-    flag = "fade" if kind == "fade" else "stable"
-    rest, sizes = parse_images(getattr(args, f"{flag}_images"))
+    rest, sizes = parse_images(getattr(args, f"{kind}_images"))
     if res in sizes:
         return sizes[res]
     if rest is None:
-        raise UserError(f"--{flag}-images names no count for {res}x{res}: add {res}:N or a bare N for the rest")
+        raise UserError(f"--{kind}-images names no count for {res}x{res}: add {res}:N or a bare N for the rest")
     return rest
 
 
