@@ -37,8 +37,9 @@ train-vanilla-gan:
 train-3d-gan:
 	$(PYTHON) chapters/gan_3d/main.py $(ARGS)
 
-# gan -> encoder -> optimize -> age on the embedded faces: the conditional DCGAN with a projection D (32 px drawn,
-# 64 px out) and a width-0.5 book encoder, to fit a 2-core CPU (chapters/age_cgan/README.md).
+# gan -> encoder -> optimize -> age on the embedded faces: the conditional DCGAN with a projection D and an
+# auxiliary age loss (32 px drawn, 64 px out) and a width-0.5 book encoder, to fit a 2-core CPU (~10 min;
+# chapters/age_cgan/README.md).
 AGE_CGAN_CPU := --arch dcgan --width 0.5 --epochs 12 --steps-per-epoch 200 --batch-size 64 --encoder-steps 300 \
                 --optimize-steps 40 --refine-steps 60
 train-age-cgan:

@@ -25,16 +25,19 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 import numpy as np  # noqa: E402  (cheap; TensorFlow itself is imported after argument parsing)
 
 from common.cli import (  # noqa: E402
-    PYTHON, base_parser, int_at_least, non_negative_int, positive_float, positive_int, run_main)
+    PYTHON, base_parser, int_at_least, non_negative_float, non_negative_int, positive_float, positive_int,
+    run_main)
 from common.errors import UserError  # noqa: E402
 
+# The encoder's latent error is a distance over 100 numbers (~3-10); a mean absolute pixel error is ~0.1-0.3.
+ENCODER_PIXEL_SCALE = 10.0
 # --precision auto keeps float32 on a CPU until bfloat16's results are measured for this chapter (README).
 BF16_ON_CPU = False
 
@@ -63,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--ema", type=float, default=None, metavar="DECAY",
                      help="keep a running average of G's weights with this decay, used for samples and saved as "
                           "models/generator.keras (default: 0.999 for --arch dcgan, 0 = off for --arch book)")
+    net.add_argument("--age-weight", type=non_negative_float, default=None, metavar="W",
+                     help="--arch dcgan: weight of the auxiliary age loss (AC-GAN): D's projection vectors also "
+                          "classify the age of real faces, and G is asked to draw the age D reads (default 0.1; "
+                          "0 = the projection alone)")
     net.add_argument("--width", type=positive_float, default=1.0,
                      help="scales every layer's filters and units of E, G and D (1.0 = the book's networks; "
                           "make train-age-cgan uses 0.5 to fit a 2-core CPU)")
@@ -89,14 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="optimise z for the input face for N steps (identity loss) before drawing it; "
                           "--stage evaluate compares 0 with N (default there: 30)")
     age.add_argument("--refine-lr", type=positive_float, default=0.02, help="Adam learning rate of the z refinement")
+    age.add_argument("--pixel-weight", type=non_negative_float, default=1.0, metavar="W",
+                     help="the z refinement minimises FR distance + W x mean absolute pixel difference between the "
+                          "face and its reconstruction (0 = FR alone, the paper; it ignores colours, hair, background)")
     age.add_argument("--eval-faces", type=int_at_least(2), default=32, metavar="N",
                      help="--stage evaluate: held-out faces reconstructed and refined (refine_gain)")
     age.add_argument("--eval-samples", type=int_at_least(2), default=500, metavar="N",
                      help="--stage evaluate: generated faces per age class (age accuracy, FID), and held-out "
                           "real faces per class")
-    age.add_argument("--eval-identities", type=int_at_least(2), default=32, metavar="N",
+    age.add_argument("--eval-identities", type=int_at_least(2), default=128, metavar="N",
                      help="--stage evaluate: people (z, or procedural identities) drawn at six ages for "
-                          "identity_ratio")
+                          "identity_ratio (with 32 the real faces' ratio moved by 0.03 between two seeds)")
     age.add_argument("--age-classifier", default=str(AGE_CLASSIFIER), metavar="PATH.keras",
                      help="--stage evaluate on the embedded faces: the age classifier that reads generated faces")
     return parser
@@ -240,8 +250,15 @@ class Stages:
             if not 0 <= ema < 1:
                 raise UserError(f"--ema must be in [0, 1), got {ema}")
             # the average of G's weights (common/ema.py) is what the grids show and generator.keras holds
-            gan = ConditionalGAN(generator, discriminator, models.LATENT_DIM, NUM_CLASSES,
-                                 options=Stabilizers(loss=loss, average_generator=ema))
+            options = Stabilizers(loss=loss, average_generator=ema)
+            age_weight = args.age_weight if args.age_weight is not None else (0.1 if args.arch == "dcgan" else 0.0)
+            if age_weight and args.arch != "dcgan":
+                raise UserError("--age-weight needs --arch dcgan (its projection discriminator holds the age vectors)")
+            if age_weight:
+                gan = models.AuxiliaryAgeGAN(generator, discriminator, models.LATENT_DIM, NUM_CLASSES, age_weight,
+                                             options=options)
+            else:
+                gan = ConditionalGAN(generator, discriminator, models.LATENT_DIM, NUM_CLASSES, options=options)
             gan.compile(d_optimizer=models.optimizer(args.lr), g_optimizer=models.optimizer(args.lr),
                         jit_compile=args.xla)
         z = np.repeat(fixed_latents(8, models.LATENT_DIM, args.seed), NUM_CLASSES, axis=0)
@@ -274,22 +291,29 @@ class Stages:
                                 NUM_CLASSES)
             images = generator([z, labels], training=False)
             with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(euclidean(encoder(images, training=True), z))
+                encoded = encoder(images, training=True)
+                latent_error = tf.reduce_mean(euclidean(encoded, z))
+                pixel_error = tf.reduce_mean(tf.abs(generator([encoded, labels], training=False) - images))
+                loss = latent_error + ENCODER_PIXEL_SCALE * self.args.pixel_weight * pixel_error
             optimizer.apply_gradients(zip(tape.gradient(loss, encoder.trainable_variables),
                                           encoder.trainable_variables))
-            return loss
+            return latent_error, pixel_error
 
         total, every, losses = self.args.encoder_steps, 100, []
         for i in range(done, total):
-            losses.append(float(step(tf.constant([self.args.seed, 1_000_000 + i], tf.int64))))
+            losses.append([float(v) for v in step(tf.constant([self.args.seed, 1_000_000 + i], tf.int64))])
             if (i + 1) % every == 0 or i + 1 == total:
-                progress.scalars({"latent_error": np.mean(losses[-every:])}, i + 1)
+                latent_error, pixel_error = np.mean(losses[-every:], axis=0)
+                progress.scalars({"latent_error": latent_error, "pixel_error": pixel_error}, i + 1)
                 progress.image("x_and_G(E(x), y_x)", self.reconstructions(encoder, generator), i + 1)
                 progress.save(i + 1)
-                print(f"[encoder] step {i + 1}/{total}  ||E(G(z, y)) - z|| {np.mean(losses[-every:]):.3f}")
+                print(f"[encoder] step {i + 1}/{total}  ||E(G(z, y)) - z|| {latent_error:.3f}  "
+                      f"|G(E(x), y) - x| {pixel_error:.3f}")
         self.save(encoder, "encoder")
         if losses:
-            self.record({"encoder_final_latent_error": float(np.mean(losses[-every:]))})
+            latent_error, pixel_error = np.mean(losses[-every:], axis=0)
+            self.record({"encoder_final_latent_error": float(latent_error),
+                         "encoder_final_pixel_error": float(pixel_error)})
 
     def reconstructions(self, encoder, generator):
         """8 held-out faces over their reconstructions G(E(x), y_x): a picture for TensorBoard."""
@@ -326,10 +350,11 @@ class Stages:
             with tf.GradientTape() as tape:
                 # BatchNorm stays in inference mode: fine-tuning moves the weights, not the statistics.
                 rebuilt = generator([encoder(x, training=False), y], training=False)
-                loss = tf.reduce_mean(euclidean(fr(rebuilt, training=False), target))
+                distance = tf.reduce_mean(euclidean(fr(rebuilt, training=False), target))
+                loss = distance + self.args.pixel_weight * tf.reduce_mean(tf.abs(rebuilt - x))
             optimizer.apply_gradients(zip(tape.gradient(loss, encoder.trainable_variables),
                                           encoder.trainable_variables))
-            return loss
+            return distance
 
         total, every, losses = self.args.optimize_steps, 10, []
         for i in range(done, total):
@@ -347,7 +372,7 @@ class Stages:
                          "optimize_fr_distance_last": float(np.mean(losses[-every:]))})
 
     def age(self, image_path: str | None = None) -> None:
-        from chapters.age_cgan.data import NUM_CLASSES, load_photo
+        from chapters.age_cgan.data import BUCKET_NAMES, NUM_CLASSES, load_photo
         from common.images import make_grid, save_png
         from common.run import output_file
 
@@ -355,17 +380,20 @@ class Stages:
         if self.args.out:  # never over the photo itself, nor an existing file without --overwrite
             out = output_file(self.args.out, self.args.overwrite, inputs=[image_path or self.args.image])
         encoder, generator = self.load("encoder_optimized"), self.load("generator")
+        classes = None  # a photo's age is not known: encode_and_refine picks the closest
         if image_path is None and self.args.image is None:  # --stage all: one embedded face the GAN never saw
-            face, _ = self.held_out_faces(1)
+            face, classes = self.held_out_faces(1)
             image_path = str(save_png(self.run.samples / "input_face.png", make_grid(face, pad=0)))
         x = load_photo(image_path or self.args.image, crop=not self.args.no_crop)
-        z, before, after = encode_and_refine(encoder, generator, self.fr_model(), x, self.args.refine_steps,
-                                             self.args.refine_lr)
-        aged = generator.predict([np.repeat(z, NUM_CLASSES, 0), np.eye(NUM_CLASSES, dtype="float32")], verbose=0)
+        refined = encode_and_refine(encoder, generator, self.fr_model(), x, self.args.refine_steps,
+                                    self.args.refine_lr, self.args.pixel_weight, classes)
+        aged = generator.predict([np.repeat(refined.z, NUM_CLASSES, 0), np.eye(NUM_CLASSES, dtype="float32")],
+                                 verbose=0)
         out = out or self.run.samples / f"age_{Path(image_path or self.args.image).stem}.png"
         save_png(out, make_grid(np.concatenate([x, aged]), columns=NUM_CLASSES + 1))
-        note = f"; after {self.args.refine_steps} refinement steps {after[0]:.3f}" if self.args.refine_steps else ""
-        print(f"identity distance input vs its six ages: {before[0]:.3f} from the encoder{note}")
+        note = f", {refined.after[0]:.3f} after {self.args.refine_steps} refinement steps" if self.args.refine_steps else ""
+        print(f"FR distance of the input to its reconstruction at age {BUCKET_NAMES[refined.classes[0]]}: "
+              f"{refined.before[0]:.3f} from the encoder{note}")
         print(f"wrote {out}: the input, then ages 0-18, 19-29, 30-39, 40-49, 50-59, 60+")
 
     def evaluate(self) -> None:
@@ -406,8 +434,8 @@ class Stages:
 
         steps = args.refine_steps or 30
         x, x_classes = self.held_out_faces(args.eval_faces)
-        _, before, after, _ = encode_and_refine(encoder, generator, fr, x, steps, args.refine_lr,
-                                                return_initial=True, classes=x_classes)
+        refined = encode_and_refine(encoder, generator, fr, x, steps, args.refine_lr, args.pixel_weight, x_classes)
+        before, after = refined.before, refined.after
         results.update({"refine_steps": steps, "refine_faces": len(x),
                         "reconstruction_fr_distance_encoder": float(np.mean(before)),
                         "reconstruction_fr_distance_refined": float(np.mean(after)),
@@ -462,36 +490,36 @@ def euclidean(a, b):
     return tf.sqrt(tf.reduce_sum(tf.square(tf.cast(a, tf.float32) - tf.cast(b, tf.float32)), axis=-1) + 1e-12)
 
 
-def encode_and_refine(encoder, generator, fr, x, steps: int, lr: float, return_initial: bool = False,
-                      classes=None):
-    """z = E(x), then `steps` of Adam on z minimising the FR distance between x and G(z, y) over all six ages.
+def encode_and_refine(encoder, generator, fr, x, steps: int, lr: float, pixel_weight: float, classes=None
+                      ) -> "Refined":
+    """z = E(x), then `steps` of Adam on z so that the reconstruction G(z, y_x) is the face x.
 
-    Returns (z, distances before, distances after): per-face mean distance over the six ages (the paper's
-    identity-preserving optimisation, done per image on z rather than on network weights). With `classes`
-    (each face's own age class) only the reconstruction G(z, y_x) is scored and optimised, as in the paper.
-    With return_initial: (E(x), distances before, distances after, refined z).
+    The loss per face is the FR distance between x and G(z, y_x) (who it is: the paper's identity-preserving
+    optimisation, done per image on z) plus `pixel_weight` x their mean absolute pixel difference (what a
+    face-recognition net is built to ignore: colours, hair, glasses, background). y_x is each face's own age
+    class (`classes`) or, for a photo of unknown age, the class whose reconstruction G(E(x), y) starts closest.
+    Only the reconstruction is optimised, so the other five ages stay free to age.
     """
     import keras
     import tensorflow as tf
 
     from chapters.age_cgan.data import NUM_CLASSES
 
+    eye = np.eye(NUM_CLASSES, dtype="float32")
     x = tf.constant(x, tf.float32)
-    n = int(x.shape[0])
     target = fr(x, training=False)
     z0 = encoder.predict(x, batch_size=64, verbose=0)
-    ages = 1 if classes is not None else NUM_CLASSES
-    if classes is not None:  # face i at its own age
-        labels = tf.constant(np.eye(NUM_CLASSES, dtype="float32")[np.asarray(classes)])
-    else:  # face i at ages 0..5
-        labels = tf.constant(np.tile(np.eye(NUM_CLASSES, dtype="float32"), (n, 1)))
 
-    def distances(z):
-        aged = generator([tf.repeat(z, ages, axis=0), labels], training=False)
-        d = euclidean(fr(aged, training=False), tf.repeat(target, ages, axis=0))
-        return tf.reduce_mean(tf.reshape(d, (n, ages)), axis=1)
+    def losses(z, labels):
+        rebuilt = generator([z, labels], training=False)
+        identity = euclidean(fr(rebuilt, training=False), target)
+        return identity, identity + pixel_weight * tf.reduce_mean(tf.abs(tf.cast(rebuilt, tf.float32) - x), [1, 2, 3])
 
-    before = distances(tf.constant(z0)).numpy()
+    if classes is None:
+        start = [losses(tf.constant(z0), tf.constant(eye[[k] * len(z0)]))[1].numpy() for k in range(NUM_CLASSES)]
+        classes = np.argmin(np.stack(start, axis=1), axis=1)
+    labels = tf.constant(eye[np.asarray(classes)])
+    before = losses(tf.constant(z0), labels)[0].numpy()
     z = tf.Variable(z0)
     optimizer = keras.optimizers.Adam(lr)
     optimizer.build([z])
@@ -499,16 +527,23 @@ def encode_and_refine(encoder, generator, fr, x, steps: int, lr: float, return_i
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(distances(z))  # faces are independent: the sum optimises each
+            loss = tf.reduce_sum(losses(z, labels)[1])  # faces are independent: the sum optimises each
         optimizer.apply_gradients([(tape.gradient(loss, z), z)])
 
     for _ in range(steps):
         step()
-    after = distances(z).numpy() if steps else before
-    refined = z.numpy()
-    if return_initial:
-        return z0, before, after, refined
-    return refined, before, after
+    after = losses(z, labels)[0].numpy() if steps else before
+    return Refined(z0, z.numpy(), before, after, np.asarray(classes))
+
+
+class Refined(NamedTuple):
+    """encode_and_refine's result: E(x), the refined z, FR distances of G(z, y_x) to x before and after, y_x."""
+
+    encoded: np.ndarray
+    z: np.ndarray
+    before: np.ndarray
+    after: np.ndarray
+    classes: np.ndarray
 
 
 def face_recognition(name: str, weights: str = "imagenet"):

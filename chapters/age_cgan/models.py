@@ -12,8 +12,10 @@ default), so that is what is used.
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import layers, ops
 
+from common.gan import ConditionalGAN
 from common.stabilize import discriminator_head
 
 IMAGE_SHAPE = (64, 64, 3)
@@ -99,7 +101,8 @@ def optimizer(learning_rate: float = 2e-4) -> keras.optimizers.Optimizer:
 def build_age_classifier(num_classes: int = NUM_CLASSES) -> keras.Model:
     """A small CNN that reads a 64x64 procedural face's age class (the evaluate stage's age estimator)."""
     image = keras.Input(IMAGE_SHAPE, name="image")
-    x = image
+    # a full-resolution stem: the age marks are lines about one pixel wide that a first strided conv blurs
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(24, 3, padding="same", use_bias=False)(image)))
     for filters in (32, 64, 96, 128):
         x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False)(x)
         x = layers.ReLU()(layers.BatchNormalization()(x))
@@ -189,3 +192,59 @@ def build_projection_discriminator(num_classes: int = NUM_CLASSES, filters: int 
     score = layers.Add(name="score")([linear, Projection(name="age_projection")([h, label])])
     probability = layers.Activation("sigmoid", dtype="float32", name="probability")(score)
     return keras.Model([image, label], probability, name="discriminator")
+
+
+class AuxiliaryAgeGAN(ConditionalGAN):
+    """The conditional GAN with AC-GAN's auxiliary age classifier (Odena et al. 2017), read off the projection D.
+
+    The projection head scores <embed(age), h>; the same class vectors give a logit <embed(k), h> for every age
+    k, i.e. a softmax age classifier on D's features at no extra weight. D also learns to read the age of real
+    faces with it (cross-entropy against their true class), and G is also asked to draw faces that D reads as
+    the age it was given. The projection term alone left the 19-29 ... 50-59 columns alike (README, Measured).
+    One pass of D's trunk per image gives both the verdict and the age logits.
+    """
+
+    tracked = ConditionalGAN.tracked + ("d_age", "g_age")
+
+    def __init__(self, generator: keras.Model, discriminator: keras.Model, latent_dim: int, num_classes: int,
+                 age_weight: float, **kwargs) -> None:
+        super().__init__(generator, discriminator, latent_dim, num_classes, **kwargs)
+        unsupported = set(self.options.active()) - {"loss", "average_generator"}
+        if unsupported or self.options.loss == "wgan-gp":
+            raise ValueError(f"AuxiliaryAgeGAN's step has no {sorted(unsupported) or ['wgan-gp']}")
+        self.age_weight = age_weight
+        self.trunk = keras.Model(discriminator.inputs[0], discriminator.get_layer("flatten").output, name="d_trunk")
+        self.linear = discriminator.get_layer("linear")
+        self.class_vectors = discriminator.get_layer("age_projection")
+
+    def judge(self, images, labels, training: bool = True):
+        """(what the loss reads: D's score, or its probability for bce; the logits of every age), one pass."""
+        features = self.trunk(images, training=training)
+        logits = ops.matmul(features, ops.transpose(ops.cast(self.class_vectors.embedding, features.dtype)))
+        score = tf.cast(self.linear(features), tf.float32) + tf.reduce_sum(
+            tf.cast(labels, tf.float32) * tf.cast(logits, tf.float32), axis=-1, keepdims=True)
+        return (score if self.options.loss != "bce" else tf.sigmoid(score)), tf.cast(logits, tf.float32)
+
+    def age_logits(self, images, training: bool = True):
+        """D's logit <embed(k), h(images)> for every age k: the projection term of each possible label."""
+        return self.judge(images, tf.zeros([tf.shape(images)[0], self.num_classes]), training)[1]
+
+    def train_step(self, batch: dict) -> dict:
+        fake = self.generate(batch, "d")
+        with tf.GradientTape() as tape:
+            real_out, real_logits = self.judge(batch["real"], batch["labels"])
+            fake_out, _ = self.judge(fake, batch["labels_d"])
+            per_example = self.adversarial.discriminator(real_out, fake_out, batch["uniform"][:, :2])
+            d_age = tf.nn.softmax_cross_entropy_with_logits(tf.cast(batch["labels"], tf.float32), real_logits)
+            loss = tf.nn.compute_average_loss(per_example + self.age_weight * d_age)
+        self._apply(self.d_optimizer, tape, loss, self.discriminator)
+        with tf.GradientTape() as tape:
+            fake = self.generate(batch, "g")
+            verdict, fake_logits = self.judge(fake, batch["labels_g"])
+            adversarial = self.adversarial.generator(verdict)
+            g_age = tf.nn.softmax_cross_entropy_with_logits(tf.cast(batch["labels_g"], tf.float32), fake_logits)
+            loss = tf.nn.compute_average_loss(adversarial + self.age_weight * g_age)
+        self._apply(self.g_optimizer, tape, loss, self.generator)
+        mean = lambda values: tf.reduce_mean(tf.cast(values, tf.float32))  # noqa: E731
+        return self.report({"d_loss": mean(per_example), "g_loss": mean(adversarial), "d_real": mean(real_out),
+                            "d_fake": mean(fake_out), "d_age": mean(d_age), "g_age": mean(g_age)})
