@@ -97,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "--stage evaluate compares 0 with N (default there: 30)")
     age.add_argument("--refine-lr", type=positive_float, default=0.02, help="Adam learning rate of the z refinement")
     age.add_argument("--pixel-weight", type=non_negative_float, default=1.0, metavar="W",
-                     help="the z refinement minimises FR distance + W x mean absolute pixel difference between the "
-                          "face and its reconstruction (0 = FR alone, the paper; it ignores colours, hair, background)")
+                     help="weight of a mean absolute pixel difference between a face and its reconstruction, "
+                          "beside the book's losses of the encoder (x10 there), optimize and refinement steps; FR "
+                          "nets ignore colours, hair and background (0 = the book's losses alone)")
     age.add_argument("--eval-faces", type=int_at_least(2), default=32, metavar="N",
                      help="--stage evaluate: held-out faces reconstructed and refined (refine_gain)")
     age.add_argument("--eval-samples", type=int_at_least(2), default=500, metavar="N",
@@ -533,13 +534,12 @@ def encode_and_refine(encoder, generator, fr, x, steps: int, lr: float, pixel_we
     for _ in range(steps):
         step()
     after = losses(z, labels)[0].numpy() if steps else before
-    return Refined(z0, z.numpy(), before, after, np.asarray(classes))
+    return Refined(z.numpy(), before, after, np.asarray(classes))
 
 
 class Refined(NamedTuple):
-    """encode_and_refine's result: E(x), the refined z, FR distances of G(z, y_x) to x before and after, y_x."""
+    """encode_and_refine's result: the refined z, FR distances of G(z, y_x) to x from E(x) and after, y_x."""
 
-    encoded: np.ndarray
     z: np.ndarray
     before: np.ndarray
     after: np.ndarray
