@@ -1,13 +1,16 @@
 """Test setup: CPU only, a private Keras/matplotlib home, deterministic ops, and tiny training runs."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 _HOME = tempfile.mkdtemp(prefix="gan-cookbook-tests-")
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)  # every test's processes have ended by then
 # Importing TensorFlow or matplotlib writes into ~/.keras and ~/.cache: keep them in a temporary home.
 os.environ.update({
     "KERAS_HOME": os.path.join(_HOME, "keras"),
