@@ -185,6 +185,24 @@ def test_train_mnist_classifier_refuses_an_existing_out_before_training(tmp_path
     assert list(tmp_path.iterdir()) == [out]
 
 
+def test_train_age_classifier_refuses_an_existing_out_or_report_before_training(tmp_path):
+    script = ROOT / "chapters" / "age_cgan" / "train_age_classifier.py"
+    out = tmp_path / "mine.keras"
+    out.write_bytes(b"my own model")
+    assert "--overwrite" in one_line_error(run(script, "--out", out, "--faces", "64", "--epochs", "1", cwd=tmp_path))
+    _unchanged(out, b"my own model")
+    out.unlink()
+    report = tmp_path / "mine.json"  # the report written beside the model is a user's file too
+    report.write_bytes(b"my notes")
+    assert "--overwrite" in one_line_error(run(script, "--out", out, "--faces", "64", "--epochs", "1", cwd=tmp_path))
+    _unchanged(report, b"my notes")
+    shipped = ROOT / "chapters" / "age_cgan" / "weights" / "age_classifier.keras"  # the default --out
+    digest = hashlib.sha256(shipped.read_bytes()).hexdigest()
+    assert "--overwrite" in one_line_error(run(script, cwd=tmp_path, timeout=30))
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == digest
+    assert list(tmp_path.iterdir()) == [report]
+
+
 def test_prepare_anime_refuses_an_out_folder_that_holds_files(tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "out"
     raw.mkdir()

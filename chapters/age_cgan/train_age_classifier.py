@@ -1,7 +1,9 @@
 """Trains the small age classifier that `--stage evaluate` uses to read the age class of generated
 procedural faces, and saves it as chapters/age_cgan/weights/age_classifier.keras.
 
-    python chapters/age_cgan/train_age_classifier.py [--faces 16000] [--epochs 6] [--out PATH]
+    python chapters/age_cgan/train_age_classifier.py --overwrite   (rewrites the shipped weights/age_classifier.keras)
+    python chapters/age_cgan/train_age_classifier.py --out new.keras [--faces 16000] [--epochs 6]
+    (an existing --out, or its .json report, is kept unless --overwrite)
 
 Data: datasets/procedural_faces.make_dataset(faces, seed 777) (identities the GAN's default seeds never
 draw), ages spread evenly over the six classes. Half of the faces are degraded the way a small GAN's
@@ -43,8 +45,19 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faces", type=int, default=16000, help="training faces")
     parser.add_argument("--epochs", type=int, default=6, help="passes over the training faces")
-    parser.add_argument("--out", default=str(OUT), help="where to save the .keras model")
+    parser.add_argument("--out", default=str(OUT), help="where to save the .keras model (its report: the same name "
+                        ".json)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out and its report if they exist")
     args = parser.parse_args(argv)
+    if args.faces < 64 or args.epochs < 1:
+        parser.error(f"--faces must be at least one batch (64) and --epochs at least 1, got {args.faces} and "
+                     f"{args.epochs}")
+    out = Path(args.out)
+    for path in (out, out.with_suffix(".json")):
+        if path.is_dir() or (path.exists() and not args.overwrite):
+            what = "is a folder" if path.is_dir() else "already exists; pass --overwrite to replace it"
+            print(f"error: {path} {what}", file=sys.stderr)  # before minutes of training, not after
+            raise SystemExit(2)
 
     import keras
 
@@ -67,7 +80,7 @@ def main(argv=None) -> None:
     per_class = [float(np.mean(predictions[yt == k] == k)) for k in range(6)]
     bare = build_age_classifier()  # saved without the optimizer's state: a third of the size
     bare.set_weights(model.get_weights())
-    out = save_model(bare, Path(args.out))
+    out = save_model(bare, out)
     report = {"train_faces": args.faces, "train_seed": 777, "epochs": args.epochs, "learning_rate": "2e-3 cosine",
               "test_faces": 2000,
               "test_seed": 778, "test_accuracy_clean": clean, "test_accuracy_degraded": degraded,
