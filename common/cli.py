@@ -34,6 +34,7 @@ class _Parser(argparse.ArgumentParser):
 def base_parser(chapter: str, description: str, stages: Sequence[str], default_stage: str = "train",
                 epochs: int | None = 10, steps_per_epoch: int | None = None, batch_size: int = 64,
                 data_help: str = "the real data set; absent: the embedded default",
+                batch_help: str = "global batch size (split across replicas when distributed)",
                 sampling: bool = True) -> argparse.ArgumentParser:
     """The flags every chapter has; `chapter` names the default run folder `runs/<chapter>/<time>`.
 
@@ -53,8 +54,7 @@ def base_parser(chapter: str, description: str, stages: Sequence[str], default_s
         run.add_argument("--epochs", type=positive_int, default=epochs, help="number of epochs to train")
         run.add_argument("--steps-per-epoch", type=positive_int, default=steps_per_epoch, metavar="N",
                          help="training steps per epoch (default: one pass over the data)")
-    run.add_argument("--batch-size", type=positive_int, default=batch_size, metavar="N",
-                     help="global batch size (split across replicas when distributed)")
+    run.add_argument("--batch-size", type=positive_int, default=batch_size, metavar="N", help=batch_help)
     run.add_argument("--seed", type=non_negative_int, default=0,
                      help="seed for weights, data order and latent noise")
     where = parser.add_argument_group("where the run lives")
@@ -132,16 +132,15 @@ def unit_interval(text: str) -> float:
 
 
 def explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
-    """The destinations the user actually typed (so that --resume can keep the saved ones)."""
-    saved = {a.dest: a.default for a in parser._actions}
-    try:
-        for action in parser._actions:
-            action.default = argparse.SUPPRESS
-        typed = vars(parser.parse_args(argv))
-    finally:
-        for action in parser._actions:
-            action.default = saved[action.dest]
-    return set(typed)
+    """The destinations the user actually typed (so that --resume can keep the saved ones).
+
+    argparse fills in a default only for a destination the namespace it is given lacks (documented under
+    parse_args' `namespace`), so parsing again into a namespace where every destination already holds a marker
+    leaves the marker exactly where nothing was typed."""
+    unset = object()
+    probe = argparse.Namespace(**{dest: unset for dest in vars(parser.parse_args(argv))})
+    parser.parse_args(argv, namespace=probe)
+    return {dest for dest, value in vars(probe).items() if value is not unset}
 
 
 @contextlib.contextmanager

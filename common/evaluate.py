@@ -42,7 +42,7 @@ def evaluate_stage(run: Run, generator: keras.Model, score: GeneratorScore, log:
     """Scores the saved generator, writes metrics.json and TensorBoard scalars (eval/...), prints a table."""
     started = time.time()
     scores = score(generator)
-    epoch = _epochs_trained(run)
+    epoch = run.epochs_trained()
     run.write_json(run.metrics_file, {"epoch": epoch, "samples": score.num_samples, "extractor": score.extractor.name,
                                       "metrics": scores})
     TensorBoardWriter(run).scalars(scores, step=epoch, prefix="eval/")
@@ -52,12 +52,6 @@ def evaluate_stage(run: Run, generator: keras.Model, score: GeneratorScore, log:
         log(f"  {key:36s} {value:.4f}")
     log(f"written to {run.metrics_file}")
     return scores
-
-
-def _epochs_trained(run: Run) -> int:
-    history = run.root / "history.csv"
-    rows = history.read_text().splitlines()[1:] if history.exists() else []
-    return int(rows[-1].split(",")[0]) if rows else 0
 
 
 class EvaluateEvery(keras.callbacks.Callback):

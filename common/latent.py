@@ -187,7 +187,7 @@ def explore_stage(run: "Run", generator: "keras.Model", args: argparse.Namespace
 
     out = Path(run.root) / "explore"
     writer = TensorBoardWriter(run)
-    step = _epochs_trained(run)
+    step = run.epochs_trained()
     written: dict[str, list[str]] = {"interpolation": [], "arithmetic": [], "sweep": []}
 
     def emit(kind: str, name: str, picture: np.ndarray) -> None:
@@ -268,9 +268,3 @@ def latent_walk_gif(generator: "keras.Model", path: str | os.PathLike, seeds: Se
     strip = save_png(path.with_suffix(".png"), _strip_picture([images[::every]]))
     log(f"latent walk through seeds {' '.join(map(str, seeds))} ({method}, {len(frames)} frames): {path}, {strip}")
     return path, strip
-
-
-def _epochs_trained(run: "Run") -> int:
-    history = Path(run.root) / "history.csv"
-    rows = history.read_text().splitlines()[1:] if history.exists() else []
-    return int(rows[-1].split(",")[0]) if rows else 0

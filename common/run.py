@@ -57,6 +57,12 @@ class Run:
         """A checkpoint of any of the run's phases (e.g. SRGAN's pretrain/checkpoints)."""
         return self.root.is_dir() and any(self.root.rglob("checkpoints/checkpoint"))
 
+    def epochs_trained(self) -> int:
+        """The last epoch in history.csv (0 before the first): the step evaluations and explorations log at."""
+        history = self.root / "history.csv"
+        rows = history.read_text().splitlines()[1:] if history.exists() else []
+        return int(rows[-1].split(",")[0]) if rows else 0
+
     def has_results(self) -> bool:
         """Anything worth keeping: a checkpoint or a saved model."""
         return self.has_any_checkpoint() or (self.root.is_dir() and any(self.root.rglob("models/*.keras")))
@@ -210,6 +216,17 @@ def _restore_flags(run: Run, args: argparse.Namespace, parser: argparse.Argument
         if key not in typed and key not in _NOT_SAVED and hasattr(args, key):
             setattr(args, key, value)
     run.pending_config = _config_of(args)
+
+
+def use_saved_flags(run: Run, args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str],
+                    keys: Sequence[str]) -> None:
+    """A later stage of a finished run (sample, evaluate, ...) takes `keys` (its data and network flags) from the
+    run's config.json, so it needs no flags repeated; a flag typed now wins."""
+    typed = explicit_flags(parser, argv)
+    saved = run.read_config()
+    for key in keys:
+        if key in saved and key not in typed:
+            setattr(args, key, saved[key])
 
 
 def _check_chapter(run: Run, config: dict[str, Any], chapter: str) -> None:

@@ -48,18 +48,24 @@ class Stabilizers:
         return [f.name for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)]
 
 
-def add_flags(parser: argparse.ArgumentParser, label_smoothing: float = 1.0, average_generator: float = 0.0) -> None:
-    """The stabilisation flags, all off by default; a chapter may default two of them on (what its measured
-    default run uses). They are the flags' own defaults, so a --resume still restores a run's saved values."""
+def add_flags(parser: argparse.ArgumentParser, label_smoothing: float | None = 1.0, average_generator: float = 0.0,
+              label_noise: float | None = 0.0, chapter_defaults: dict[str, str] | None = None) -> None:
+    """The stabilisation flags, all off by default; a chapter may default some of them on (what its measured
+    default run uses). They are the flags' own defaults, so a --resume still restores a run's saved values.
+    A default of None means the chapter settles it after parsing; `chapter_defaults` ({dest: how}) tells --help."""
     group = parser.add_argument_group("stabilisation (Salimans et al. 2016, and later losses)")
     group.add_argument("--loss", choices=("bce", "hinge", "wgan-gp"), default="bce",
                        help="adversarial loss: bce (the book's, non-saturating G), hinge, or WGAN with gradient "
                             "penalty (hinge and wgan-gp use the discriminator's raw score)")
     group.add_argument("--gp-weight", type=non_negative_float, default=10.0, help="gradient-penalty weight for --loss wgan-gp")
+    # "%(default).0s" keeps argparse's "(default: None)" out of a help that says what the default is
+    settled = {dest: f"; {how}%(default).0s" for dest, how in (chapter_defaults or {}).items()}
     group.add_argument("--label-smoothing", type=positive_float, default=label_smoothing, metavar="R",
-                       help="one-sided label smoothing: the real target (e.g. 0.9); 1 = off")
-    group.add_argument("--label-noise", type=non_negative_float, default=0.0, metavar="W",
-                       help="noisy labels: real targets drawn from [R-W, R], fake from [0, W] per example; 0 = off")
+                       help="one-sided label smoothing: the real target (e.g. 0.9); 1 = off"
+                            + settled.get("label_smoothing", ""))
+    group.add_argument("--label-noise", type=non_negative_float, default=label_noise, metavar="W",
+                       help="noisy labels: real targets drawn from [R-W, R], fake from [0, W] per example; 0 = off"
+                            + settled.get("label_noise", ""))
     group.add_argument("--feature-matching", action="store_true",
                        help="G matches the mean of D's last hidden features on real and fake batches")
     group.add_argument("--minibatch-discrimination", type=non_negative_int, default=0, metavar="M",

@@ -119,11 +119,11 @@ def test_sample_explore_and_evaluate_stages(anime_run, tmp_path, capsys):
 
 
 def test_faces_cnn_separates_real_faces_from_noise():
-    from chapters.anime_dcgan.main import FACES_CNN, embedded_faces
+    from chapters.anime_dcgan.main import embedded_faces
     from common.metrics import faces_extractor
     from common.metrics import fid
 
-    extractor = faces_extractor(FACES_CNN)
+    extractor = faces_extractor()
     real = embedded_faces(300, 32).astype(np.float32) / 127.5 - 1
     other = embedded_faces(600, 64)[300:].astype(np.float32) / 127.5 - 1  # other faces, another size
     noise = np.random.default_rng(0).uniform(-1, 1, real.shape).astype(np.float32)
@@ -131,17 +131,15 @@ def test_faces_cnn_separates_real_faces_from_noise():
     assert fid(features, extractor.features(other)) * 5 < fid(features, extractor.features(noise))
 
 
-
 def test_faces_cnn_reads_hair_styles_of_new_faces_clean_and_degraded():
     """The shipped faces CNN on 400 procedural faces it never saw (seed 11; it was trained on seeds 1 and 1001):
     hair style right for >= 95 % of clean faces, and still readable when they are blurred and noisy the way
     generated faces are, so the class read-out does not call a soft but varied generator collapsed (the previous
     network read 22 % of these degraded faces right and none of them with confidence)."""
-    from chapters.anime_dcgan.main import FACES_CNN
     from chapters.anime_dcgan.models import blur_faces, faces_targets
     from common.metrics import classifier_readout, faces_extractor
 
-    extractor = faces_extractor(FACES_CNN)
+    extractor = faces_extractor()
     images, targets = faces_targets(400, 11)
     style = targets["hair_style"]
     features, clean = extractor.outputs(images)

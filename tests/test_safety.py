@@ -39,6 +39,36 @@ def _vanilla(argv, capsys=None):
 
 # --- resume -----------------------------------------------------------------------------------------------------
 
+def test_explicit_flags_are_exactly_the_typed_ones_whatever_their_form():
+    """What a --resume keeps from the saved run rests on this: a flag typed with its default value is typed,
+    a flag left out is not, and parsing for it changes nothing in the parser."""
+    from chapters.anime_dcgan.main import build_parser
+    from common.cli import explicit_flags
+
+    parser = build_parser()
+    argv = ["--epochs", "12", "--label-smoothing=0.9", "--feature-matching", "--interpolate-seeds", "1", "2"]
+    assert explicit_flags(parser, argv) == {"epochs", "label_smoothing", "feature_matching", "interpolate_seeds"}
+    assert explicit_flags(parser, []) == set()
+    args = parser.parse_args([])  # the parser's own defaults are untouched
+    assert args.epochs == 12 and args.label_smoothing is None and args.feature_matching is False
+    assert args.chapter == "anime_dcgan"
+
+
+def test_a_later_stage_takes_the_runs_data_flags_unless_typed_now(tmp_path):
+    from chapters.anime_dcgan.main import build_parser
+    from common.run import Run, use_saved_flags
+
+    run = Run(tmp_path / "run")
+    run.root.mkdir()
+    run.config_file.write_text(json.dumps({"chapter": "anime_dcgan", "data": "/my/faces", "faces": 500}))
+    parser = build_parser()
+    for argv, data, faces in (([], "/my/faces", 500), (["--faces", "8000"], "/my/faces", 8000),
+                              (["--data", "other"], "other", 500)):
+        args = parser.parse_args(argv)
+        use_saved_flags(run, args, parser, argv, ("data", "faces"))
+        assert (args.data, args.faces) == (data, faces), argv
+
+
 def test_failed_resume_leaves_the_run_as_it_was(run_copy, capsys):
     before = _digest(run_copy)
     assert _vanilla(["--resume", run_copy, "--latent-dim", "50", "--epochs", "3"]) == 2

@@ -31,7 +31,6 @@ BF16_ON_CPU = True
 # fake in [0, 0.2]) and the DCGAN-era one-sided label smoothing.
 ARCH_DEFAULTS = {"book": {"label_smoothing": 1.0, "label_noise": 0.2},
                  "dcgan": {"label_smoothing": 0.9, "label_noise": 0.0}}
-FACES_CNN = Path(__file__).resolve().parents[2] / "datasets" / "faces_cnn.keras"
 FACES_SEED = 0  # the embedded training set is make_dataset(--faces, FACES_SEED, --image-size)
 
 
@@ -64,12 +63,10 @@ def build_parser():
                        help="InceptionV3 ImageNet weights file (inception_v3_weights_tf_dim_ordering_tf_kernels.h5)")
     score.add_argument("--eval-samples", type=int_at_least(2), default=2000, metavar="N",
                        help="how many generated and real images the scores compare")
-    stabilize.add_flags(parser)
-    for action in parser._actions:  # defaults that depend on --arch; "%(default).0s" keeps the None out of help
-        if action.dest in ("label_smoothing", "label_noise"):
-            action.default = None
-            book, dcgan = (ARCH_DEFAULTS[a][action.dest] for a in ("book", "dcgan"))
-            action.help += f"; default: {book:g} with --arch book, {dcgan:g} with --arch dcgan%(default).0s"
+    # two defaults depend on --arch: None here, settled by arch_defaults() once --arch is known
+    stabilize.add_flags(parser, label_smoothing=None, label_noise=None, chapter_defaults={
+        dest: f"default: {ARCH_DEFAULTS['book'][dest]:g} with --arch book, {ARCH_DEFAULTS['dcgan'][dest]:g} with "
+              "--arch dcgan" for dest in ("label_smoothing", "label_noise")})
     latent.add_flags(parser)
     return parser
 
@@ -91,7 +88,7 @@ def main(argv: Sequence[str]) -> int:
         stabilize.check(stabilize.Stabilizers.from_args(args), conditional=False, batch_size=args.batch_size)
 
     from common.checkpoints import load_model
-    from common.run import open_run
+    from common.run import open_run, use_saved_flags
     from common.train import sample_stage
 
     if args.stage == "sample":
@@ -106,8 +103,8 @@ def main(argv: Sequence[str]) -> int:
         from common.evaluate import GeneratorScore, evaluate_stage
 
         size = int(generator.outputs[0].shape[1])
-        data = args.data or run.read_config().get("data")
-        real = real_images(data, size, args.eval_samples, args.seed, run.read_config().get("faces", args.faces))
+        use_saved_flags(run, args, parser, argv, ("data", "faces"))  # the faces it trained on
+        real = real_images(args.data, size, args.eval_samples, args.seed, args.faces)
         evaluate_stage(run, generator, GeneratorScore(real, extractor(args), args.eval_samples, args.seed))
         return 0
 
@@ -195,7 +192,7 @@ def extractor(args):
     """The feature network for FID/KID/IS, as --extractor asks; `auto` says in one line what it chose."""
     from common.metrics import choose_extractor, faces_extractor
 
-    return choose_extractor(args.extractor, args.inception_weights, lambda: faces_extractor(FACES_CNN))
+    return choose_extractor(args.extractor, args.inception_weights, faces_extractor)
 
 
 if __name__ == "__main__":

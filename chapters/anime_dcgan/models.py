@@ -22,6 +22,7 @@ import keras
 from keras import layers
 
 from common.errors import UserError
+from common.metrics import FACES_CNN_SIZE  # the size the shipped faces CNN reads
 from common.stabilize import discriminator_head
 
 ARCHS = ("book", "dcgan")
@@ -152,7 +153,6 @@ def _dcgan_discriminator(image_size: int, filters: int, pack: int, dropout: floa
 # (`augment_faces`). Colour changes are kept mild and the colour head keeps regressing the true colours, so the
 # features still see colour.
 
-FACES_CNN_SIZE = 32
 _COLOUR_KEYS = ("hair_color", "skin", "eye_color", "background")
 _CLASS_HEADS = {"hair_style": 8, "beard": 4, "glasses": 2, "age_class": 6}
 

@@ -20,7 +20,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 from common import stabilize  # noqa: E402
-from common.cli import base_parser, explicit_flags, positive_float, positive_int, run_main, unit_interval  # noqa: E402
+from common.cli import base_parser, positive_float, positive_int, run_main, unit_interval  # noqa: E402
 from common.errors import UserError  # noqa: E402
 
 # --precision auto keeps float32 on a CPU until bfloat16's Conv3D speed and results are measured (README).
@@ -93,15 +93,11 @@ def main(argv: Sequence[str]) -> int:
         stabilize.check(stabilize.Stabilizers.from_args(args), conditional=False, batch_size=args.batch_size)
 
     from chapters.gan_3d.data import load_volumes
-    from common.run import open_run
+    from common.run import open_run, use_saved_flags
 
     if args.stage != "train":
         run = open_run(args, parser, argv, training=False)
-        typed = explicit_flags(parser, argv)
-        config = run.read_config()
-        for key in _FROM_RUN:
-            if key not in typed and key in config:
-                setattr(args, key, config[key])
+        use_saved_flags(run, args, parser, argv, _FROM_RUN)
         return {"sample": sample_stage, "evaluate": evaluate_stage, "interpolate": interpolate_stage}[args.stage](
             run, args)
 
@@ -235,9 +231,7 @@ def evaluate_stage(run, args) -> int:
     latent_dim = generator.inputs[0].shape[-1]
     shapes = _generate(generator, fixed_latents(args.num, args.z_std, args.seed + 1, latent_dim))
     scores = shape_metrics(shapes, training)
-    history = run.root / "history.csv"
-    rows = history.read_text().splitlines()[1:] if history.exists() else []
-    epoch = int(rows[-1].split(",")[0]) if rows else 0
+    epoch = run.epochs_trained()
     run.write_json(run.metrics_file, {"epoch": epoch, "samples": args.num, "training_shapes": len(training),
                                       "seed": args.seed + 1, "metrics": scores})
     TensorBoardWriter(run).scalars(scores, step=epoch, prefix="eval/")

@@ -44,18 +44,16 @@ DEFAULT_BATCHES = "4:64,8:64"  # twice the images per step where a step costs li
 DEFAULT_LEARNING_RATE = 0.01
 DEFAULT_HALF_LIFE = 3000
 DEFAULT_FMAP_BASE = 1024  # 64 feature maps (--max-filters) up to 16x16, 32 at 32x32
-FACES_CNN = Path(__file__).resolve().parents[2] / "datasets" / "faces_cnn.keras"
 
 
 def build_parser():
     parser = base_parser("pgan", __doc__, stages=("train", "sample", "explore", "evaluate"), batch_size=32,
                          epochs=None,  # its length is set by --max-resolution, --fade-images and --stable-images
                          data_help="a folder of images (any size and format, searched recursively); absent: "
-                                   "procedural cartoon faces rendered at --max-resolution")
-    for action in parser._actions:
-        if action.dest == "batch_size":
-            action.help = ("minibatch from 4x4 up to 128x128 (the paper's 16; 32 keeps a CPU busier), then the "
-                           "paper's 14, 6, 3 at 256, 512, 1024 (never more than this); --batch-sizes overrides")
+                                   "procedural cartoon faces rendered at --max-resolution",
+                         batch_help="minibatch from 4x4 up to 128x128 (the paper's 16; 32 keeps a CPU busier), then "
+                                    "the paper's 14, 6, 3 at 256, 512, 1024 (never more than this); --batch-sizes "
+                                    "overrides")
     grow = parser.add_argument_group("progressive growing")
     grow.add_argument("--max-resolution", type=positive_int, default=32, metavar="PX",
                       help="final resolution, a power of two from 8 to 1024 (64 and up need more than a CPU)")
@@ -234,7 +232,7 @@ def main(argv: Sequence[str]) -> int:
     check_args(args)
 
     import chapters.pgan.layers  # noqa: F401  registers the custom layers before any .keras file is loaded
-    from common.run import open_run
+    from common.run import open_run, use_saved_flags
 
     if args.stage == "sample":
         from common.train import sample_stage
@@ -245,7 +243,9 @@ def main(argv: Sequence[str]) -> int:
         explore(open_run(args, parser, argv, training=False), args, parser)
         return 0
     if args.stage == "evaluate":
-        evaluate(open_run(args, parser, argv, training=False), args, parser)
+        run = open_run(args, parser, argv, training=False)
+        use_saved_flags(run, args, parser, argv, ("data", "faces", "max_resolution"))  # the data it trained on
+        evaluate(run, args, parser)
         return 0
 
     if args.resume is None:
@@ -294,10 +294,6 @@ def evaluate(run, args, parser) -> dict:
 
     generator = load_model(run.model_path("generator"), f"train first: {parser.prog} --run-dir {run}")
     res = int(generator.outputs[0].shape[1])
-    config = run.read_config()
-    for key in ("data", "faces", "max_resolution", "seed"):  # the data the run trained on
-        if key in config and key != "seed":
-            setattr(args, key, config[key])
     extractor = pick_extractor(args)
     data = TrainingData.from_args(args)
     real = data.sample(res, args.eval_samples, args.seed)
@@ -324,7 +320,7 @@ def evaluate(run, args, parser) -> dict:
 def pick_extractor(args):
     from common.metrics import choose_extractor, faces_extractor
 
-    return choose_extractor(args.extractor, args.inception_weights, lambda: faces_extractor(FACES_CNN))
+    return choose_extractor(args.extractor, args.inception_weights, faces_extractor)
 
 
 # --- data ------------------------------------------------------------------------------------------------------

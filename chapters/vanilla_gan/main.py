@@ -17,7 +17,8 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 from common import stabilize  # noqa: E402
-from common.cli import base_parser, int_at_least, non_negative_int, positive_float, positive_int, run_main  # noqa: E402
+from common.cli import (base_parser, explicit_flags, int_at_least, non_negative_int, positive_float,  # noqa: E402
+                        positive_int, run_main)
 
 # --precision auto keeps float32 on a CPU until bfloat16 is shown to help this chapter (--precision bfloat16 forces it).
 BF16_ON_CPU = False
@@ -37,7 +38,7 @@ def main(argv: Sequence[str]) -> int:
     # the measured default (README): sample from the average of G's weights, one-sided label smoothing
     stabilize.add_flags(parser, average_generator=0.999, label_smoothing=0.9)
     args = parser.parse_args(argv)
-    if args.loss != "bce" and not any(a.split("=")[0] == "--label-smoothing" for a in map(str, argv)):
+    if args.loss != "bce" and "label_smoothing" not in explicit_flags(parser, argv):
         args.label_smoothing = 1.0  # the default smoothing is of BCE's real target: hinge and WGAN-GP have none
     options = stabilize.Stabilizers.from_args(args)
     stabilize.check(options, conditional=False, batch_size=args.batch_size)
