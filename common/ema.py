@@ -12,8 +12,10 @@ import tensorflow as tf
 
 
 class GeneratorAverage(keras.callbacks.Callback):
-    """average <- d * average + (1 - d) * generator after each step, with d warmed up as (1 + n) / (10 + n)
-    so that the first epochs' average is not dominated by the random initial weights."""
+    """The exponential moving average with decay d of G's weights after each step, zero-debiased as Adam's
+    moments are: after n steps it is sum_k d^(n-k) (1 - d) w_k / (1 - d^n), so the random initial weights have no
+    share in it and d is exactly the decay asked for. (The (1 + n) / (10 + n) warm-up used before capped d
+    below 0.999 for the first 9,000 steps, so 0.999 and 0.9995 gave the same average in a 64-epoch run.)"""
 
     def __init__(self, generator: keras.Model, decay: float) -> None:
         super().__init__()
@@ -29,8 +31,11 @@ class GeneratorAverage(keras.callbacks.Callback):
         return {"generator_average": self.average, "generator_average_updates": self.updates}
 
     def _assign(self) -> None:
-        n = tf.cast(self.updates, tf.float32)
-        decay = tf.minimum(tf.constant(self.decay, tf.float32), (1.0 + n) / (10.0 + n))
+        # average_n = b_n average_(n-1) + (1 - b_n) w_n with b_n = (d - d^n) / (1 - d^n) is a_n / (1 - d^n) of the
+        # zero-started a_n = d a_(n-1) + (1 - d) w_n, kept without a second copy of the weights (b_1 = 0: w_1)
+        n = tf.cast(self.updates + 1, tf.float64)
+        d = tf.constant(self.decay, tf.float64)
+        decay = tf.cast((d - d ** n) / (1.0 - d ** n), tf.float32)
         for average, weight in zip(self.average.weights, self.generator.weights):
             if "float" in str(average.dtype):
                 value = tf.cast(weight, tf.float32)

@@ -180,10 +180,18 @@ def test_average_update_follows_its_formula():
 
     inputs = keras.Input((2,))
     generator = keras.Model(inputs, keras.layers.Dense(1, kernel_initializer="ones", bias_initializer="zeros")(inputs))
-    average = GeneratorAverage(generator, 0.5)
-    generator.layers[1].kernel.assign(np.full((2, 1), 3.0, np.float32))
-    average.on_train_batch_end(0)  # warm-up: d = min(0.5, 1/10) = 0.1 -> 0.1 * 1 + 0.9 * 3
-    assert np.allclose(average.average.layers[1].kernel.numpy(), 2.8)
-    for _ in range(20):
+    decay = 0.9
+    average = GeneratorAverage(generator, decay)
+    seen = []
+    for step in range(1, 41):
+        seen.append(float(step) ** 1.5)  # G's weights after each step
+        generator.layers[1].kernel.assign(np.full((2, 1), seen[-1], np.float32))
         average.on_train_batch_end(0)
-    assert np.allclose(average.average.layers[1].kernel.numpy(), 3.0, atol=1e-4)
+        if step == 1:  # no share for the initial weights (ones): the first average is the first step's G
+            assert np.allclose(average.average.layers[1].kernel.numpy(), seen[0])
+    # exactly the zero-debiased EMA of the weights seen, with the decay asked for
+    n = len(seen)
+    expected = sum(decay ** (n - k) * (1 - decay) * w for k, w in enumerate(seen, start=1)) / (1 - decay ** n)
+    assert np.allclose(average.average.layers[1].kernel.numpy(), expected, rtol=1e-5)
+    longer = sum(0.95 ** (n - k) * 0.05 * w for k, w in enumerate(seen, start=1)) / (1 - 0.95 ** n)
+    assert abs(longer - expected) > 1.0  # a longer decay really gives another average
