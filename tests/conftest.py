@@ -21,6 +21,10 @@ os.environ.update({
     "TF_DETERMINISTIC_OPS": "1",
     "MPLBACKEND": "Agg",
 })
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one of several workers sharing the cores: TensorFlow's spinning thread pool would fight the other worker for
+    # them (its ops still run in parallel with one another: the inter-op pool is left alone)
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 import pytest  # noqa: E402
 
