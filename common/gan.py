@@ -20,6 +20,19 @@ from common.stabilize import Stabilizers, discriminator_views
 Batch = dict[str, tf.Tensor]
 
 
+def report(trackers: dict[str, keras.metrics.Metric], values: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Adds a step's values to their running means and returns the logs a train_step hands to Keras (every model
+    of every chapter reports through here, so that the multi-worker shape below reaches all of them)."""
+    for name, value in values.items():
+        trackers[name].update_state(value)
+    logs = {name: tracker.result() for name, tracker in trackers.items()}
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        # Keras reduces multi-worker logs with reduce(MEAN, axis=0), which needs a batch axis: give each
+        # (already all-reduced) scalar one, so the reduction returns it as a scalar again.
+        logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+    return logs
+
+
 class GAN(keras.Model):
     """An unconditional GAN: generator(z) -> image, discriminator(image) -> realness."""
 
@@ -119,14 +132,7 @@ class GAN(keras.Model):
 
     def report(self, values: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Adds a step's values to the running means and returns the logs train_step hands to Keras."""
-        for name, value in values.items():
-            self.trackers[name].update_state(value)
-        logs = {name: tracker.result() for name, tracker in self.trackers.items()}
-        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
-            # Keras reduces multi-worker logs with reduce(MEAN, axis=0), which needs a batch axis: give each
-            # (already all-reduced) scalar one, so the reduction returns it as a scalar again.
-            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
-        return logs
+        return report(self.trackers, values)
 
     def discriminator_loss(self, batch: Batch) -> tuple[tf.GradientTape, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         """(tape, per-example loss, loss, D(real), D(fake)) of one D step, not yet applied."""

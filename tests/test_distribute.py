@@ -33,14 +33,20 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-def test_two_multiworker_processes_on_localhost_train_together_and_only_the_chief_writes(tmp_path):
+# gan_3d at its default width and a global batch of 32 (16 a worker): TF's CPU Conv3D is slow at smaller batches
+MULTIWORKER = {"vanilla_gan": ["--batch-size", "16"],
+               "gan_3d": ["--batch-size", "32", "--cube-len", "32", "--num-shapes", "32", "--grid", "4"]}
+
+
+@pytest.mark.parametrize("chapter", MULTIWORKER)
+def test_two_multiworker_processes_on_localhost_train_together_and_only_the_chief_writes(chapter, tmp_path):
     """MultiWorkerMirroredStrategy with TF_CONFIG: two workers on 127.0.0.1 train 3 steps and both exit."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
     workers = []
     for index in range(2):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        argv = [sys.executable, str(ROOT / "chapters/vanilla_gan/main.py"), "--strategy", "multiworker",
-                "--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "16", "--run-dir", str(tmp_path / f"w{index}")]
+        argv = [sys.executable, str(ROOT / f"chapters/{chapter}/main.py"), "--strategy", "multiworker",
+                "--epochs", "1", "--steps-per-epoch", "3", *MULTIWORKER[chapter], "--run-dir", str(tmp_path / f"w{index}")]
         workers.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         text=True))
     try:

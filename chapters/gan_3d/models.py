@@ -148,9 +148,7 @@ class VoxelGAN(GAN):
             updated = tf.cast(update, tf.float32)
         g_loss = self.generator_step(batch)
         values = (tf.reduce_mean(per_example), g_loss, _mean(real_out), _mean(fake_out), accuracy, updated)
-        for name, value in zip(self.tracked, values):
-            self.trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        return self.report(dict(zip(self.tracked, values)))
 
 
 def _logit(p: float) -> float:

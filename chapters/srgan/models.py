@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from common.gan import report
 from common.stabilize import discriminator_head
 
 SCALE = 4
@@ -206,8 +207,7 @@ class SRResNet(keras.Model):
         variables = self.generator.trainable_variables
         gradients = tape.gradient(scaled, variables)
         self.g_optimizer.apply_gradients(zip(gradients, variables))
-        self.mse.update_state(tf.reduce_mean(per_example))
-        return {"mse": self.mse.result()}
+        return report({"mse": self.mse}, {"mse": tf.reduce_mean(per_example)})
 
 
 class SRGAN(SRResNet):
@@ -274,9 +274,8 @@ class SRGAN(SRResNet):
         g_grads = g_tape.gradient(g_scaled, g_vars)
         self.g_optimizer.apply_gradients(zip(g_grads, g_vars))
         values = (d_per_example, g_per_example, content, adversarial, real_out, fake_out)
-        for name, value in zip(self.tracked, values):
-            self.trackers[name].update_state(tf.reduce_mean(tf.cast(value, tf.float32)))
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        return report(self.trackers, {name: tf.reduce_mean(tf.cast(value, tf.float32))
+                                      for name, value in zip(self.tracked, values)})
 
 
 # --- memory of one training step (checked before anything is built) ------------------------------------
