@@ -55,7 +55,7 @@ train-anime-dcgan:
 
 # 48 px crops at batch 4 with the bicubic skip: ~1.2 s a step on 2 cores; it beats bicubic within minutes.
 # The book's set-up (96 or 256 px crops, plain generator, the script's defaults) is a GPU job.
-SRGAN_CPU := --hr-size 48 --batch-size 4 --bicubic-skip --pretrain-epochs 4 --epochs 2
+SRGAN_CPU := --arch paper --hr-size 48 --batch-size 4 --bicubic-skip --pretrain-epochs 16 --epochs 2
 train-srgan:
 	$(PYTHON) chapters/srgan/main.py $(SRGAN_CPU) $(ARGS)
 

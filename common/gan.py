@@ -9,15 +9,32 @@ tf.data, so a step's noise is fixed by (seed, step) and split across replicas li
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import keras
 import tensorflow as tf
 
+from common import seeds
 from common.losses import make_loss
 from common.stabilize import Stabilizers, discriminator_views
 
 Batch = dict[str, tf.Tensor]
+
+
+def loss_scaled(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """The optimizer a train step must use under the global precision policy: under mixed_float16 wrapped in
+    a LossScaleOptimizer (float16 gradients underflow without a loss scale; the wrapper unscales before
+    applying), else itself. Steps call its scale_loss() inside the tape either way."""
+    if keras.mixed_precision.global_policy().name == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def stabilizer_draws(uniform: tf.Tensor) -> Batch:
+    """A step's (batch, 3) uniform draw (seed stream seeds.STABILIZER_UNIFORMS) under the names its users read:
+    label_noise (batch, 2), per example the share of --label-noise by which the real and the fake target move,
+    and penalty_mix (batch,), where WGAN-GP's gradient penalty interpolates between a real and a fake image."""
+    return {"label_noise": uniform[:, :2], "penalty_mix": uniform[:, 2]}
 
 
 def report(trackers: dict[str, keras.metrics.Metric], values: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -55,11 +72,7 @@ class GAN(keras.Model):
     def compile(self, d_optimizer: keras.optimizers.Optimizer, g_optimizer: keras.optimizers.Optimizer,
                 **kwargs: Any) -> None:
         super().compile(**kwargs)
-        if keras.mixed_precision.global_policy().name == "mixed_float16":
-            # float16 gradients underflow without a loss scale; the wrapper unscales before applying.
-            d_optimizer = keras.optimizers.LossScaleOptimizer(d_optimizer)
-            g_optimizer = keras.optimizers.LossScaleOptimizer(g_optimizer)
-        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+        self.d_optimizer, self.g_optimizer = loss_scaled(d_optimizer), loss_scaled(g_optimizer)
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
@@ -75,9 +88,9 @@ class GAN(keras.Model):
     def noise(self, batch_size: int, seed: tf.Tensor) -> Batch:
         """Latent vectors for one step's D update and G update (stateless: fixed by `seed`)."""
         z = tf.unstack(tf.random.stateless_normal([2, batch_size, self.latent_dim], seed))
-        uniform = tf.random.stateless_uniform([batch_size, 3], seed + tf.constant([0, 1 << 41], seed.dtype))
+        uniform = tf.random.stateless_uniform([batch_size, 3], seeds.stream(seed, seeds.STABILIZER_UNIFORMS))
         # every tensor keeps the batch on axis 0: tf.distribute splits them there across replicas
-        return {"z_d": z[0], "z_g": z[1], "uniform": uniform}
+        return {"z_d": z[0], "z_g": z[1], **stabilizer_draws(uniform)}
 
     def generate(self, batch: Batch, which: str, training: bool = True) -> tf.Tensor:
         return self.generator(batch[f"z_{which}"], training=training)
@@ -86,6 +99,15 @@ class GAN(keras.Model):
                      network: keras.Model | None = None) -> tf.Tensor:
         """`which` is "real", "d" (fakes for the D update) or "g" (fakes for the G update)."""
         return (network or self.critic)(images, training=training)
+
+    def graph(self) -> tuple[str, Callable[[], Any]]:
+        """(name, forward pass) that fit_gan traces once for TensorBoard's Graphs tab: G then D."""
+        def forward() -> Any:
+            # the smallest batch D can take: --pack K judges K samples as one input
+            batch = self.noise(self.options.pack, tf.constant([0, 0], tf.int64))
+            return self.discriminate(self.generate(batch, "g", training=False), batch, "g", training=False)
+
+        return "generator_and_discriminator", forward
 
     def checkpoint_items(self) -> dict[str, Any]:
         """Everything a checkpoint must hold to resume exactly."""
@@ -141,7 +163,7 @@ class GAN(keras.Model):
         with tf.GradientTape() as tape:
             real_out = self.discriminate(real, batch, "real")
             fake_out = self.discriminate(fake, batch, "d")
-            per_example = self.adversarial.discriminator(real_out, fake_out, batch["uniform"][:, :2])
+            per_example = self.adversarial.discriminator(real_out, fake_out, batch["label_noise"])
             if self.options.loss == "wgan-gp":
                 per_example += self.options.gp_weight * self.gradient_penalty(real, fake, batch)
             loss = tf.nn.compute_average_loss(per_example)  # sums to the global-batch mean over replicas
@@ -170,7 +192,7 @@ class GAN(keras.Model):
     def gradient_penalty(self, real: tf.Tensor, fake: tf.Tensor, batch: Batch) -> tf.Tensor:
         """WGAN-GP (Gulrajani et al. 2017): (||grad D(x_hat)|| - 1)^2 on random points between real and fake."""
         shape = tf.concat([tf.shape(real)[:1], tf.ones([tf.rank(real) - 1], tf.int32)], 0)
-        epsilon = tf.cast(tf.reshape(batch["uniform"][:tf.shape(real)[0], 2], shape), real.dtype)
+        epsilon = tf.cast(tf.reshape(batch["penalty_mix"][:tf.shape(real)[0]], shape), real.dtype)
         mixed = real + epsilon * (tf.cast(fake, real.dtype) - real)
         with tf.GradientTape() as inner:
             inner.watch(mixed)
@@ -227,7 +249,7 @@ class ConditionalGAN(GAN):
 
     def noise(self, batch_size: int, seed: tf.Tensor) -> Batch:
         batch = super().noise(batch_size, seed)
-        label_seed = seed + tf.constant([0, 1 << 40], seed.dtype)  # a stream apart from the latent's
+        label_seed = seeds.stream(seed, seeds.CONDITION_LABELS)
         classes = tf.random.stateless_uniform([batch_size, 2], label_seed, maxval=self.num_classes, dtype=tf.int32)
         batch["labels_d"] = tf.one_hot(classes[:, 0], self.num_classes)
         batch["labels_g"] = tf.one_hot(classes[:, 1], self.num_classes)

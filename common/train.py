@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -26,8 +26,12 @@ def fixed_latents(count: int, latent_dim: int, seed: int) -> np.ndarray:
 def fit_gan(gan: GAN, run: Run, args: argparse.Namespace, strategy: tf.distribute.Strategy, num_examples: int,
             take: Callable[[tf.Tensor], Example], sample: Callable[[], np.ndarray] | None = None,
             render: Callable[[np.ndarray], np.ndarray] | None = None,
-            callbacks: Sequence[keras.callbacks.Callback] = (), log: Callable[[str], None] = print) -> dict:
+            callbacks: Sequence[keras.callbacks.Callback] = (), log: Callable[[str], None] = print,
+            fresh_each_pass: bool = False) -> dict:
     """Trains `gan` (built and compiled under `strategy`) for args.epochs; resumes when args.resume is set.
+
+    `take(index)` gives example `index` of `num_examples`; with fresh_each_pass (random crops) it is called with
+    pass * num_examples + index instead (see common.data.stream.training_stream).
 
     Returns the logs of the last epoch ({} when the run had already finished).
     """
@@ -47,12 +51,12 @@ def fit_gan(gan: GAN, run: Run, args: argparse.Namespace, strategy: tf.distribut
     writer = TensorBoardWriter(run, enabled=chief)
     if not initial_epoch:
         writer.config(vars(args))
-        _write_graphs(writer, gan)
+        writer.graph(*gan.graph())
     if sample is None:
         latents = fixed_latents(64, gan.latent_dim, args.seed)
         sample = lambda: gan.sample(latents)  # noqa: E731
     stream = training_stream(num_examples, take, args.batch_size, args.seed,
-                             start_step=initial_epoch * steps, noise=gan.noise)
+                             start_step=initial_epoch * steps, noise=gan.noise, fresh_each_pass=fresh_each_pass)
     # Order matters: nothing is saved after a NaN, and extra callbacks (e.g. evaluation) add their numbers to
     # the epoch's logs before they are written out.
     keep = [*gan.training_callbacks(), NanGuard(checkpoints), SaveEveryEpoch(checkpoints, run, gan.saved_models(), chief),
@@ -70,18 +74,6 @@ def fit_gan(gan: GAN, run: Run, args: argparse.Namespace, strategy: tf.distribut
     else:
         log("this worker is not the chief: checkpoints, samples and models are written by worker 0")
     return last
-
-
-def _write_graphs(writer: TensorBoardWriter, gan: GAN) -> None:
-    """The generator and discriminator graphs for TensorBoard's Graphs tab (traced once)."""
-    def forward() -> Any:
-        # the smallest batch D can take: --pack K judges K samples as one input (SRResNet has no options)
-        options = getattr(gan, "options", None)
-        batch = gan.noise(options.pack if options else 1, tf.constant([0, 0], tf.int64))
-        images = gan.generate(batch, "g", training=False)
-        return gan.discriminate(images, batch, "g", training=False)
-
-    writer.graph("generator_and_discriminator", forward)
 
 
 def sample_stage(run: Run, args: argparse.Namespace, log: Callable[[str], None] = print) -> str:

@@ -45,6 +45,18 @@ def test_stream_resumed_at_a_step_gives_the_same_batches_as_an_unbroken_stream()
     assert not np.array_equal(other_seed["z"], unbroken[0]["z"])
 
 
+def test_a_stream_of_fresh_examples_numbers_each_pass_apart_and_resumes_exactly():
+    take = lambda index: {"index": index}  # noqa: E731  (SRGAN's crops: a crop drawn from (seed, index))
+    indices = np.concatenate([b["index"] for b in training_stream(5, take, 5, seed=3, fresh_each_pass=True)
+                              .take(3).as_numpy_iterator()])
+    for p in range(3):  # pass p: every example once, numbered p * 5 + i, so its crops are new
+        assert sorted(indices[5 * p:5 * p + 5].tolist()) == list(range(5 * p, 5 * p + 5))
+    resumed = next(training_stream(5, take, 5, seed=3, start_step=2, fresh_each_pass=True).as_numpy_iterator())
+    np.testing.assert_array_equal(resumed["index"], indices[10:])
+    plain = np.concatenate([b["index"] for b in training_stream(5, take, 5, seed=3).take(3).as_numpy_iterator()])
+    assert sorted(plain[10:].tolist()) == list(range(5))  # data in memory: every pass visits rows 0..4
+
+
 def test_a_file_that_fails_to_decode_mid_stream_is_dropped_not_fatal():
     def take(index):
         tf.debugging.assert_none_equal(index, tf.constant(2, tf.int64), message="undecodable")
@@ -68,3 +80,22 @@ def test_the_one_private_keras_hook_still_exists_with_the_signature_we_override(
     assert list(theirs.parameters) == ["self", "iterator", "data_batch"]
     assert list(inspect.signature(GAN._maybe_symbolic_build).parameters) == list(theirs.parameters)
     assert "_maybe_symbolic_build(" in inspect.getsource(TensorFlowTrainer.fit)  # and fit() still calls it
+
+
+def test_the_named_seed_streams_of_one_step_never_meet():
+    from common import seeds
+
+    key = tf.constant([7, 123], tf.int64)
+    np.testing.assert_array_equal(seeds.stream(key, seeds.PENALTY_MIX).numpy(), [7, 123 + (2 << 40)])
+    # the draws of one training step (common.gan, and PGAN's step) use distinct streams far apart
+    for streams in ((seeds.LATENT, seeds.CONDITION_LABELS, seeds.STABILIZER_UNIFORMS),
+                    (seeds.LATENT, seeds.G_LATENT, seeds.PENALTY_MIX)):
+        gaps = np.diff(sorted(streams))
+        assert len(set(streams)) == len(streams) and gaps.min() >= 1 << 40
+    # Age-cGAN's encoder keys start past any GAN stage's steps of the same run and stay below the streams
+    assert 100_000 < seeds.ENCODER_STEPS < (1 << 40) - 10**9
+    # the run-level offsets pick different faces and latents
+    offsets = (seeds.OPTIMIZE_FACES, seeds.HELD_OUT_WIKI, seeds.EVAL_LATENTS, seeds.HELD_OUT_IDENTITIES,
+               seeds.SIX_AGES_IDENTITIES)
+    assert len(set(offsets)) == len(offsets)
+    assert seeds.phase_seed(3, 2) == 3002  # the measured PGAN figures used seed * 1000 + phase

@@ -14,7 +14,8 @@ from conftest import ROOT, run_main
 SMALL_PHOTOS = str(ROOT / "tests" / "fixtures" / "srgan_held_out")  # 2 held-out photos cut small: fast epochs
 
 TINY = ["--residual-blocks", "1", "--hr-size", "48", "--batch-size", "2", "--steps-per-epoch", "1", "--epochs", "1",
-        "--pretrain-epochs", "1", "--content-loss", "mse", "--bicubic-skip", "--eval-data", SMALL_PHOTOS]
+        "--pretrain-epochs", "1", "--content-loss", "mse", "--bicubic-skip", "--eval-data", SMALL_PHOTOS,
+        "--arch", "paper"]  # the generator of make train-srgan
 
 
 def _error_line(capsys) -> str:
@@ -48,6 +49,30 @@ def test_networks_are_the_books_and_fully_convolutional(lr_side):
     assert [c.filters for c in convs] == [64, 64, 128, 128, 256, 256, 512, 512]
     assert [c.strides[0] for c in convs] == [1, 2] * 4
     assert discriminator.get_layer("dense").units == 1024
+
+
+def test_the_papers_generator_uses_subpixel_convolutions_and_prelu_and_saves_safely(tmp_path):
+    import keras
+
+    from chapters.srgan import models
+    from common.checkpoints import save_model
+
+    generator = models.build_generator(residual_blocks=2, bicubic_skip=True, arch="paper")
+    assert not [layer for layer in generator.layers if isinstance(layer, keras.layers.UpSampling2D)]
+    assert [generator.get_layer(f"up{i}_conv").input.shape[1:] for i in range(2)] == [(None, None, 64)] * 2
+    assert sum(isinstance(layer, keras.layers.PReLU) for layer in generator.layers) == 1 + 2 + 2
+    assert generator.count_params() == models.parameter_count(2, discriminator=False, arch="paper")
+    assert models.parameter_count(16, discriminator=False, arch="paper") == 1_554_883  # the paper's 1.55 M
+    lr = np.random.default_rng(0).uniform(-1, 1, (2, 12, 20, 3)).astype(np.float32)
+    np.testing.assert_allclose(generator(lr, training=False).numpy(), models.bicubic_upscale(lr).numpy(), atol=1e-6)
+    tail = generator.get_layer("tail_conv")
+    tail.kernel.assign(np.full(tail.kernel.shape, 1e-3, np.float32))
+    sr = generator(lr, training=False).numpy()
+    assert sr.shape == (2, 48, 80, 3)
+    loaded = keras.saving.load_model(save_model(generator, tmp_path / "generator.keras"), safe_mode=True)
+    np.testing.assert_allclose(loaded(lr, training=False).numpy(), sr, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown generator arch"):
+        models.build_generator(arch="esrgan")
 
 
 def test_bicubic_skip_starts_exactly_at_bicubic_and_saves_safely(tmp_path):
@@ -91,7 +116,8 @@ def test_vgg_sees_imagenet_pixels_not_raw_minus_one_to_one():
 def test_vgg19_loads_from_a_weights_file_and_drives_the_content_loss(tmp_path):
     import keras
 
-    from chapters.srgan.main import build_parser, choose_content_loss
+    from chapters.srgan.main import build_parser
+    from chapters.srgan.stages import choose_content_loss
     from chapters.srgan.models import vgg_input
 
     reference = keras.applications.VGG19(weights=None, include_top=False, input_shape=(None, None, 3))
@@ -113,7 +139,8 @@ def test_vgg19_loads_from_a_weights_file_and_drives_the_content_loss(tmp_path):
 
 def test_auto_content_loss_offline_falls_back_to_mse_in_one_line(tmp_path, monkeypatch, capsys):
     import common.pretrained
-    from chapters.srgan.main import build_parser, choose_content_loss
+    from chapters.srgan.main import build_parser
+    from chapters.srgan.stages import choose_content_loss
     from common.errors import UserError
 
     monkeypatch.setattr(common.pretrained, "WEIGHTS_URL", "http://127.0.0.1:9/")
@@ -145,19 +172,25 @@ def test_the_subpixel_rewrite_is_the_books_upsampling_block():
     np.testing.assert_allclose(ours, books, atol=1e-5)
 
 
-@pytest.mark.parametrize("bicubic_skip", [False, True])
-def test_tiled_upscaling_is_the_one_pass_result(bicubic_skip, monkeypatch):
+@pytest.mark.parametrize("bicubic_skip, arch", [(False, "book"), (True, "book"), (True, "paper")])
+def test_tiled_upscaling_is_the_one_pass_result(bicubic_skip, arch, monkeypatch):
+    import keras
+
     from chapters.srgan import models
     from chapters.srgan.inference import Upscaler
     from common.images import to_uint8
 
-    generator = models.build_generator(residual_blocks=2, bicubic_skip=bicubic_skip)
+    generator = models.build_generator(residual_blocks=2, bicubic_skip=bicubic_skip, arch=arch)
     tail = generator.get_layer("tail_conv")  # the skip's tail starts at zero: make it draw something
     tail.kernel.assign(np.random.default_rng(3).normal(0, 0.05, tail.kernel.shape).astype(np.float32))
+    for layer in generator.layers:  # PReLU starts as ReLU: give its negative side a slope
+        if isinstance(layer, keras.layers.PReLU):
+            layer.alpha.assign(np.full(layer.alpha.shape, 0.2, np.float32))
     lr = np.random.default_rng(2).uniform(-1, 1, (37, 53, 3)).astype(np.float32)
     whole = to_uint8(generator(lr[None], training=False).numpy()[0]).astype(int)
     upscaler = Upscaler(generator, tile=8)
-    assert (upscaler.body_margin, upscaler.tail_margin) == (4 + 2 * 2 + 1, 2)  # 9x9 head, 2 blocks, body conv
+    # 9x9 head, 2 blocks, body conv; the tail: book 1/2 + 1/4 + 1 LR pixels, paper 1 + 1/2 + 1
+    assert (upscaler.body_margin, upscaler.tail_margin) == (4 + 2 * 2 + 1, 2 if arch == "book" else 3)
     monkeypatch.setattr(Upscaler, "band_rows", lambda self, width: 16)  # several body bands, as on a big photo
     tiled = upscaler(lr).astype(int)
     assert tiled.shape == whole.shape == (148, 212, 3)
@@ -172,7 +205,7 @@ def test_a_generator_of_another_build_is_refused_by_name():
     from chapters.srgan.inference import Upscaler
 
     plain = keras.Sequential([keras.Input((None, None, 3)), keras.layers.UpSampling2D(4)])
-    with pytest.raises(ValueError, match="no layer 'up0_upsample'"):
+    with pytest.raises(ValueError, match="no layer 'body_skip'"):
         Upscaler(plain)
 
 
@@ -212,10 +245,12 @@ def srgan_run(tmp_path_factory):
 
 
 def test_pretrain_then_train_writes_both_phases(srgan_run):
-    for phase in (srgan_run / "pretrain", srgan_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for phase, graph in ((srgan_run / "pretrain", "generator"), (srgan_run, "generator_and_discriminator")):
         for name in ("models/generator.keras", "samples/epoch_0001.png", "history.csv", "checkpoints/checkpoint"):
             assert (phase / name).exists(), phase / name
-        assert list((phase / "logs" / "train").glob("events.out.tfevents.*"))
+        assert graph in EventAccumulator(str(phase / "logs" / "train")).Reload().Tags()["tensors"]
     assert (srgan_run / "models" / "discriminator.keras").exists()
     picture = np.asarray(Image.open(srgan_run / "samples" / "epoch_0001.png"))
     # the two held-out photos whole, at full size, one row each: bicubic | SR | original, labels above
@@ -566,9 +601,11 @@ def test_a_training_step_too_big_for_memory_is_refused_before_anything_is_built(
     assert len(lines) == 1 and lines[0].startswith("error: SRGAN training at --hr-size 100000"), lines
     assert " GiB for one training step" in lines[0] and "lower --hr-size or --batch-size" in lines[0]
     assert time.time() - started < 60 and not run_dir.exists()
-    from chapters.srgan.main import build_parser, check_memory, step_memory_bytes
+    from chapters.srgan.main import build_parser
+    from chapters.srgan.stages import check_memory, step_memory_bytes
 
-    default_cpu_run = build_parser().parse_args(["--hr-size", "48", "--batch-size", "4", "--bicubic-skip"])
+    default_cpu_run = build_parser().parse_args(["--arch", "paper", "--hr-size", "48", "--batch-size", "4",
+                                                 "--bicubic-skip"])
     check_memory(default_cpu_run, default_cpu_run.vgg_layer)  # the default CPU configuration passes
     assert 0.2 * 2 ** 30 < step_memory_bytes(default_cpu_run, "block3_conv3") < 2 * 2 ** 30
 

@@ -79,7 +79,7 @@ def test_gradient_penalty_is_zero_for_a_unit_gradient_critic_and_grows_with_its_
     gan = _gan(Stabilizers(loss="wgan-gp"))
     dense = gan.discriminator.get_layer("score")
     real, fake = tf.random.normal((4, 28, 28, 1)), tf.random.normal((4, 28, 28, 1))
-    batch = {"uniform": tf.random.uniform((4, 3))}
+    batch = {"penalty_mix": tf.random.uniform((4,))}
     linear = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(1, use_bias=False)])
     for norm, expected in ((1.0, 0.0), (2.0, 1.0)):
         w = np.random.default_rng(2).normal(size=(784, 1)).astype(np.float32)

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 
 import numpy as np  # noqa: E402  (cheap; TensorFlow itself is imported after argument parsing)
 
+from common import seeds  # noqa: E402
 from common.cli import (  # noqa: E402
     PYTHON, base_parser, int_at_least, non_negative_float, non_negative_int, positive_float, positive_int,
     run_main)
@@ -203,8 +204,8 @@ class Stages:
         from chapters.age_cgan.data import embedded_faces, wiki_sample
 
         if self.data:
-            return wiki_sample(self.wiki(), count, self.args.seed + 7)
-        images, classes = embedded_faces(count, 10_000 + self.train_seed)
+            return wiki_sample(self.wiki(), count, self.args.seed + seeds.HELD_OUT_WIKI)
+        images, classes = embedded_faces(count, self.train_seed + seeds.HELD_OUT_IDENTITIES)
         return images.astype("float32") / 127.5 - 1.0, classes
 
     def fr_model(self):
@@ -290,8 +291,9 @@ class Stages:
         @tf.function
         def step(seed):
             z = tf.random.stateless_normal([batch, latent], seed)
-            labels = tf.one_hot(tf.random.stateless_uniform([batch], seed + 1, maxval=NUM_CLASSES, dtype=tf.int32),
-                                NUM_CLASSES)
+            classes = tf.random.stateless_uniform([batch], seed + seeds.ENCODER_LABELS_SHIFT, maxval=NUM_CLASSES,
+                                                  dtype=tf.int32)
+            labels = tf.one_hot(classes, NUM_CLASSES)
             images = generator([z, labels], training=False)
             with tf.GradientTape() as tape:
                 encoded = encoder(images, training=True)
@@ -304,7 +306,7 @@ class Stages:
 
         total, every, losses = self.args.encoder_steps, 100, []
         for i in range(done, total):
-            losses.append([float(v) for v in step(tf.constant([self.args.seed, 1_000_000 + i], tf.int64))])
+            losses.append([float(v) for v in step(tf.constant([self.args.seed, seeds.ENCODER_STEPS + i], tf.int64))])
             if (i + 1) % every == 0 or i + 1 == total:
                 latent_error, pixel_error = np.mean(losses[-every:], axis=0)
                 progress.scalars({"latent_error": latent_error, "pixel_error": pixel_error}, i + 1)
@@ -343,7 +345,8 @@ class Stages:
         optimizer.build(encoder.trainable_variables)
         progress = StageProgress(self.run, "optimize", {"encoder": encoder, "optimizer": optimizer})
         done = progress.restore(bool(self.args.resume))
-        images, classes = self.real_faces(max(self.args.optimize_batch * 20, 256), self.args.seed + 3)
+        images, classes = self.real_faces(max(self.args.optimize_batch * 20, 256),
+                                          self.args.seed + seeds.OPTIMIZE_FACES)
         labels = np.eye(NUM_CLASSES, dtype="float32")[classes]
         targets = fr.predict(images, batch_size=32, verbose=0)
         batch = self.args.optimize_batch
@@ -417,7 +420,7 @@ class Stages:
         results.update(ev.age_accuracy_real(classify, real, real_classes, BUCKET_NAMES))
         fake, fake_classes = ev.generated_by_age(
             lambda z, y: generator.predict([z, y], batch_size=250, verbose=0), args.eval_samples, latent,
-            NUM_CLASSES, args.seed + 11)
+            NUM_CLASSES, args.seed + seeds.EVAL_LATENTS)
         results.update(ev.age_accuracy_generated(classify, fake, fake_classes, BUCKET_NAMES))
         extractor = faces_extractor()
         results["fid_faces_cnn"] = fid(extractor.features(real), extractor.features(fake))
@@ -430,7 +433,8 @@ class Stages:
         results["identity_ratio"] = generated_identity["ratio"]
         results["identity_distances"] = generated_identity
         if not self.data:  # one procedural identity at six ages (IMDB-WIKI has no such pairs)
-            real_identity = ev.identity_ratio(embed, people_at_six_ages(people, 20_000 + self.train_seed))
+            six_ages = people_at_six_ages(people, self.train_seed + seeds.SIX_AGES_IDENTITIES)
+            real_identity = ev.identity_ratio(embed, six_ages)
             results["identity_ratio_real"] = real_identity["ratio"]
             results["identity_distances_real"] = real_identity
         print(f"[evaluate] identity ratios in {time.time() - started:.0f} s")

@@ -234,7 +234,7 @@ class AuxiliaryAgeGAN(ConditionalGAN):
         with tf.GradientTape() as tape:
             real_out, real_logits = self.judge(batch["real"], batch["labels"])
             fake_out, _ = self.judge(fake, batch["labels_d"])
-            per_example = self.adversarial.discriminator(real_out, fake_out, batch["uniform"][:, :2])
+            per_example = self.adversarial.discriminator(real_out, fake_out, batch["label_noise"])
             d_age = tf.nn.softmax_cross_entropy_with_logits(tf.cast(batch["labels"], tf.float32), real_logits)
             loss = tf.nn.compute_average_loss(per_example + self.age_weight * d_age)
         self._apply(self.d_optimizer, tape, loss, self.discriminator)

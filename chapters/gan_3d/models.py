@@ -17,7 +17,8 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
-from common.gan import GAN
+from common import seeds
+from common.gan import GAN, stabilizer_draws
 from common.stabilize import discriminator_head
 
 LATENT_DIM = 200
@@ -122,8 +123,8 @@ class VoxelGAN(GAN):
 
     def noise(self, batch_size: int, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         z = tf.random.stateless_normal([2, batch_size, 1, 1, 1, self.latent_dim], seed, stddev=self.z_std)
-        uniform = tf.random.stateless_uniform([batch_size, 3], seed + tf.constant([0, 1 << 41], seed.dtype))
-        return {"z_d": z[0], "z_g": z[1], "uniform": uniform}
+        uniform = tf.random.stateless_uniform([batch_size, 3], seeds.stream(seed, seeds.STABILIZER_UNIFORMS))
+        return {"z_d": z[0], "z_g": z[1], **stabilizer_draws(uniform)}
 
     def train_step(self, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         tape, per_example, d_loss, real_out, fake_out = self.discriminator_loss(batch)

@@ -64,10 +64,12 @@ def random_crop_pair(image: tf.Tensor, hr_size: int, seed: tf.Tensor) -> dict[st
 def training_crops(folder: str | os.PathLike, hr_size: int, crops_per_image: int, seed: int,
                    log: Callable[[str], None] = print, flag: str = "--data"
                    ) -> tuple[int, Callable[[tf.Tensor], dict[str, tf.Tensor]]]:
-    """(number of examples per pass, take(index)) for common.data.stream.training_stream.
+    """(number of examples per pass, take(index)) for common.data.stream.training_stream(fresh_each_pass=True).
 
-    A pass holds `crops_per_image` random crops of every usable image; unreadable files are skipped and
-    counted up front, files that fail later (truncated) are dropped by the stream.
+    A pass holds `crops_per_image` random crops of every usable image; example `index` (any int64: the stream
+    numbers pass p's examples from p * count) is a crop of image index % images at a place and with flips drawn
+    from (seed, index), so every pass cuts new crops and a resumed run cuts the same ones. Unreadable files are
+    skipped and counted up front, files that fail later (truncated) are dropped by the stream.
     """
     if hr_size % SCALE:
         raise UserError(f"--hr-size {hr_size} must be a multiple of {SCALE}")

@@ -12,7 +12,8 @@ small overlapping tiles:
    2x2 convolution at the *input* resolution with 4x the output channels and a depth-to-space shuffle (a
    "sub-pixel" convolution): each output pixel of the 3x3 conv sees only 2x2 distinct input pixels, so the
    four output phases are four 2x2 kernels made by summing the 3x3 kernel's taps. Same result, 4/9 of the
-   multiply-adds of the layers that dominate the cost.
+   multiply-adds of the layers that dominate the cost. (The paper's generator, `--arch paper`, is built with
+   sub-pixel convolutions already: its tail runs as it is.)
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from chapters.srgan.models import SCALE, bicubic_upscale
+from chapters.srgan.models import SCALE, PixelShuffle, bicubic_upscale
 from common.images import to_uint8
 
 # Rows (and columns) of a 3x3 kernel that land on each of the 2 input rows a 2x2 kernel sees, for output phase
@@ -31,7 +32,7 @@ from common.images import to_uint8
 _PHASE_TAPS = {0: ((0,), (1, 2)), 1: ((0, 1), (2,))}
 BICUBIC_RADIUS = 2  # LR pixels a bicubic 4x output pixel reads on each side
 BODY_BAND_BYTES = 256 * 2 ** 20
-LAYERS = ("up0_upsample", "body_skip", "up0_conv", "up1_conv", "tail_conv")  # what Upscaler reads by name  # one float32 body activation of a band (a few are alive at once)
+LAYERS = ("body_skip", "up0_conv", "up1_conv", "tail_conv")  # what Upscaler reads by name
 
 
 def subpixel_kernel(kernel: np.ndarray) -> np.ndarray:
@@ -78,23 +79,30 @@ class Upscaler:
         missing = [name for name in LAYERS if name not in names]
         if missing:
             raise ValueError(f"it has no layer {missing[0]!r}")
-        first_up = names.index("up0_upsample")
-        self.body_margin = sum(_radius(layer) for layer in generator.layers[:first_up])
-        # The tail: two upsample-convs (radius 1 at 2x and at 4x) and the 9x9 tail conv at 4x, in LR pixels.
+        body_end = names.index("body_skip") + 1
+        self.body_margin = sum(_radius(layer) for layer in generator.layers[:body_end])
+        # The tail, in LR pixels: two 3x3 convs (book: at 2x and 4x; paper: at 1x and 2x), the 9x9 tail conv at 4x.
         scale, tail = 1, 0.0
-        for layer in generator.layers[first_up:]:
-            if isinstance(layer, keras.layers.UpSampling2D):
+        for layer in generator.layers[body_end:]:
+            if isinstance(layer, (keras.layers.UpSampling2D, PixelShuffle)):
                 scale *= 2
             tail += _radius(layer) / scale
         self.bicubic = "residual" in names
         self.tail_margin = max(math.ceil(tail), BICUBIC_RADIUS if self.bicubic else 0)
-        self.body_model = keras.Model(generator.inputs, generator.get_layer("body_skip").output)
+        features = generator.get_layer("body_skip").output
+        self.body_model = keras.Model(generator.inputs, features)
         self.body = tf.function(lambda lr: self.body_model(lr, training=False), reduce_retracing=True)
-        ups = [generator.get_layer(f"up{i}_conv") for i in range(2)]
-        self.up_kernels = [tf.constant(subpixel_kernel(np.asarray(up.kernel, np.float32))) for up in ups]
-        self.up_biases = [tf.constant(np.asarray(up.bias, np.float32)) for up in ups]
-        self.tail_conv = generator.get_layer("tail_conv")
-        self.tail = tf.function(self._tail, reduce_retracing=True)
+        self.book = "up0_upsample" in names
+        if self.book:  # rewritten as sub-pixel convolutions (2. above)
+            ups = [generator.get_layer(f"up{i}_conv") for i in range(2)]
+            self.up_kernels = [tf.constant(subpixel_kernel(np.asarray(up.kernel, np.float32))) for up in ups]
+            self.up_biases = [tf.constant(np.asarray(up.bias, np.float32)) for up in ups]
+            self.tail_conv = generator.get_layer("tail_conv")
+            self.tail = tf.function(self._tail, reduce_retracing=True)
+        else:  # already sub-pixel: the generator's own tail, from the body's features (and the LR image)
+            self.tail_model = keras.Model([generator.inputs[0], features], generator.outputs[0])
+            self.tail = tf.function(lambda features, lr: self.tail_model([lr, features], training=False),
+                                    reduce_retracing=True)
 
     def _tail(self, features: tf.Tensor, lr: tf.Tensor) -> tf.Tensor:
         x = tf.cast(features, tf.float32)
@@ -107,11 +115,21 @@ class Upscaler:
         """Multiply-adds x 2 this class spends on an LR image of height x width (tile margins not counted)."""
         from common.flops import forward_flops
 
+        if not self.book:
+            return forward_flops(self.body_model, 1, (height, width, 3)) + self._paper_tail_flops(height, width)
         total = forward_flops(self.body_model, 1, (height, width, 3))
         for level, kernel in enumerate(self.up_kernels):  # a 2x2 conv at the level's input size
             side = 2 ** level
             total += 2 * (side * height + 1) * (side * width + 1) * int(np.prod(kernel.shape))
         k = self.tail_conv.kernel.shape
+        return total + 2 * (SCALE * height) * (SCALE * width) * int(np.prod(k))
+
+    def _paper_tail_flops(self, height: int, width: int) -> float:
+        total = 0.0
+        for level in range(2):  # a 3x3 conv 64 -> 256 at the level's input size
+            kernel = self.tail_model.get_layer(f"up{level}_conv").kernel.shape
+            total += 2 * (2 ** level * height) * (2 ** level * width) * int(np.prod(kernel))
+        k = self.tail_model.get_layer("tail_conv").kernel.shape
         return total + 2 * (SCALE * height) * (SCALE * width) * int(np.prod(k))
 
     def band_rows(self, width: int) -> int:

@@ -16,12 +16,13 @@ steps just to learn to reproduce its input, far more than a CPU run of minutes c
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import keras
 import tensorflow as tf
 from keras import layers
 
-from common.gan import report
+from common.gan import loss_scaled, report
 from common.stabilize import discriminator_head
 
 SCALE = 4
@@ -42,14 +43,41 @@ class BicubicResidual(layers.Layer):
         return residual_shape
 
 
-def build_generator(residual_blocks: int = 16, bicubic_skip: bool = False, name: str = "generator") -> keras.Model:
+@keras.saving.register_keras_serializable(package="srgan")
+class PixelShuffle(layers.Layer):
+    """(h, w, 4c) -> (2h, 2w, c): the rearrangement of the paper's sub-pixel convolution (depth to space)."""
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.nn.depth_to_space(x, 2)
+
+    def compute_output_shape(self, shape):
+        double = lambda side: None if side is None else 2 * side  # noqa: E731
+        return (shape[0], double(shape[1]), double(shape[2]), shape[3] // 4)
+
+
+ARCHS = ("book", "paper")
+
+
+def build_generator(residual_blocks: int = 16, bicubic_skip: bool = False, arch: str = "book",
+                    name: str = "generator") -> keras.Model:
+    """arch "book": ReLU, each 2x upsampling an UpSampling2D then a 3x3 conv to 256 channels at the larger size.
+    arch "paper" (Ledig et al.): PReLU, each 2x upsampling a 3x3 conv to 256 channels at the smaller size then a
+    pixel shuffle to 64 channels (a sub-pixel convolution): a quarter of the book's upsampling work."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown generator arch {arch!r}; expected one of {ARCHS}")
+
+    def activate(x: tf.Tensor, at: str) -> tf.Tensor:
+        if arch == "paper":
+            return layers.PReLU(shared_axes=[1, 2], name=f"{at}_prelu")(x)
+        return layers.Activation("relu", name=f"{at}_relu")(x)
+
     lr = keras.Input((None, None, 3), name="lr")
     x = layers.Conv2D(64, 9, padding="same", name="head_conv")(lr)
-    head = layers.Activation("relu", name="head_relu")(x)
+    head = activate(x, "head")
     x = head
     for i in range(residual_blocks):
         y = layers.Conv2D(64, 3, padding="same", name=f"res{i}_conv1")(x)
-        y = layers.Activation("relu", name=f"res{i}_relu")(y)
+        y = activate(y, f"res{i}")
         y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"res{i}_bn1")(y)
         y = layers.Conv2D(64, 3, padding="same", name=f"res{i}_conv2")(y)
         y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"res{i}_bn2")(y)
@@ -58,9 +86,13 @@ def build_generator(residual_blocks: int = 16, bicubic_skip: bool = False, name:
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="body_bn")(x)
     x = layers.Add(name="body_skip")([head, x])
     for i in range(2):
-        x = layers.UpSampling2D(2, name=f"up{i}_upsample")(x)
-        x = layers.Conv2D(256, 3, padding="same", name=f"up{i}_conv")(x)
-        x = layers.Activation("relu", name=f"up{i}_relu")(x)
+        if arch == "paper":
+            x = layers.Conv2D(256, 3, padding="same", name=f"up{i}_conv")(x)
+            x = PixelShuffle(name=f"up{i}_shuffle")(x)
+        else:
+            x = layers.UpSampling2D(2, name=f"up{i}_upsample")(x)
+            x = layers.Conv2D(256, 3, padding="same", name=f"up{i}_conv")(x)
+        x = activate(x, f"up{i}")
     if not bicubic_skip:
         x = layers.Conv2D(3, 9, padding="same", name="tail_conv")(x)
         sr = layers.Activation("tanh", dtype="float32", name="sr")(x)  # float32 output under mixed precision
@@ -148,16 +180,8 @@ class ContentLoss:
 
 # --- the two training set-ups, in the shape common.train.fit_gan drives ---------------------------------
 
-def _mixed(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
-    if keras.mixed_precision.global_policy().name == "mixed_float16":
-        return keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
 class SRResNet(keras.Model):
     """The paper's initialisation: the generator alone, trained on pixel MSE. Batches are {"lr", "hr"}."""
-
-    latent_dim = 0
 
     def __init__(self, generator: keras.Model, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -167,21 +191,18 @@ class SRResNet(keras.Model):
 
     def compile(self, g_optimizer: keras.optimizers.Optimizer, **kwargs) -> None:
         super().compile(**kwargs)
-        self.g_optimizer = _mixed(g_optimizer)
+        self.g_optimizer = loss_scaled(g_optimizer)
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
         return [self.mse]
 
     def noise(self, batch_size: int, seed: tf.Tensor) -> dict:
-        return {}  # no latent: the LR image is the generator's input
+        return {}  # no random draws per step: the LR image is the generator's input
 
-    def generate(self, batch: dict, which: str = "g", training: bool = True) -> tf.Tensor:
-        # fit_gan traces the graph for TensorBoard with a batch from noise() alone: use a blank LR image then
-        return self.generator(batch.get("lr", tf.zeros([1, 24, 24, 3])), training=training)
-
-    def discriminate(self, images: tf.Tensor, batch: dict, which: str, training: bool = True) -> tf.Tensor:
-        return images  # no discriminator in this phase
+    def graph(self) -> tuple[str, Callable[[], tf.Tensor]]:
+        """fit_gan's graph for TensorBoard: the generator on a 24x24 LR image."""
+        return "generator", lambda: self.generator(tf.zeros([1, 24, 24, 3]), training=False)
 
     def checkpoint_items(self) -> dict:
         return {"generator": self.generator, "g_optimizer": self.g_optimizer}
@@ -232,14 +253,17 @@ class SRGAN(SRResNet):
     def compile(self, d_optimizer: keras.optimizers.Optimizer, g_optimizer: keras.optimizers.Optimizer,
                 **kwargs) -> None:
         super().compile(g_optimizer, **kwargs)
-        self.d_optimizer = _mixed(d_optimizer)
+        self.d_optimizer = loss_scaled(d_optimizer)
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
         return list(self.trackers.values())
 
-    def discriminate(self, images: tf.Tensor, batch: dict, which: str, training: bool = True) -> tf.Tensor:
-        return self.discriminator(images, training=training)
+    def graph(self) -> tuple[str, Callable[[], tf.Tensor]]:
+        """fit_gan's graph for TensorBoard: the generator on a 24x24 LR image, the discriminator on its output."""
+        forward = lambda: self.discriminator(self.generator(tf.zeros([1, 24, 24, 3]), training=False),  # noqa: E731
+                                             training=False)
+        return "generator_and_discriminator", forward
 
     def checkpoint_items(self) -> dict:
         return {"generator": self.generator, "discriminator": self.discriminator,
@@ -285,7 +309,7 @@ _VGG_BLOCKS = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))  # (convs, filte
 
 
 def step_feature_maps(hr_size: int, residual_blocks: int, discriminator: bool = True,
-                      vgg_layer: str | None = None) -> list[tuple[int, ...]]:
+                      vgg_layer: str | None = None, arch: str = "book") -> list[tuple[int, ...]]:
     """Per-example shapes of the tensors one training step keeps for its backward pass.
 
     Generator: its layers at LR, after each 2x upsampling and at HR; discriminator: its eight conv blocks and
@@ -295,8 +319,11 @@ def step_feature_maps(hr_size: int, residual_blocks: int, discriminator: bool = 
     hr, lr = hr_size, hr_size // SCALE
     maps = [(hr, hr, 3), (lr, lr, 3)]  # the batch
     maps += [(lr, lr, 64)] * (2 + 6 * residual_blocks + 3)  # head conv+ReLU; per block 2 convs, ReLU, 2 BN, add;
-    for side, filters in ((2 * lr, 64), (4 * lr, 256)):     # body conv, BN, skip
-        maps += [(side, side, filters), (side, side, 256), (side, side, 256)]  # upsampling, conv, ReLU
+    for side in (lr, 2 * lr):                                # body conv, BN, skip
+        if arch == "paper":  # conv at the smaller size, shuffle, PReLU
+            maps += [(side, side, 256), (2 * side, 2 * side, 64), (2 * side, 2 * side, 64)]
+        else:  # upsampling, conv, ReLU at the larger size
+            maps += [(2 * side, 2 * side, 64 if side == lr else 256)] + [(2 * side, 2 * side, 256)] * 2
     maps += [(hr, hr, 3)] * 3  # tail conv, tanh, (bicubic) output
     if discriminator:
         side, blocks = hr, []
@@ -319,19 +346,22 @@ def step_feature_maps(hr_size: int, residual_blocks: int, discriminator: bool = 
     return maps
 
 
-def conv_scratch_bytes(hr_size: int) -> float:
+def conv_scratch_bytes(hr_size: int, arch: str = "book") -> float:
     """The largest temporary buffer of the backward pass. TensorFlow's CPU convolution gradients unfold their
     input into a (pixels, k*k*channels) matrix, one image at a time; the generator's last conv (9x9 over 256
     channels at HR: 20,736 floats per output pixel) dwarfs every other layer. Counted twice (kernel and input
     gradient): measured on TF 2.x CPU, one such layer peaked at 34,000 floats per HR pixel and the generator's
     whole step at about 38,000 above its activations."""
-    return 2.0 * 9 * 9 * 256 * hr_size * hr_size * 4
+    return 2.0 * 9 * 9 * (256 if arch == "book" else 64) * hr_size * hr_size * 4
 
 
-def parameter_count(residual_blocks: int, discriminator: bool = True) -> int:
-    """Weights of G (and D): 2.04 M + 0.15 M per residual block beyond the book's 16; D 5.2 M."""
-    generator = (9 * 9 * 3 * 64 + 64) + residual_blocks * (2 * (9 * 64 * 64 + 64) + 8 * 64) \
-        + (9 * 64 * 64 + 64 + 4 * 64) + (9 * 64 * 256 + 256) + (9 * 256 * 256 + 256) + (81 * 256 * 3 + 3)
+def parameter_count(residual_blocks: int, discriminator: bool = True, arch: str = "book") -> int:
+    """Weights of G (and D): the book's 2.04 M (the paper's 1.55 M) + 0.15 M per residual block beyond 16; D 5.2 M."""
+    body = (9 * 9 * 3 * 64 + 64) + residual_blocks * (2 * (9 * 64 * 64 + 64) + 8 * 64) + (9 * 64 * 64 + 64 + 4 * 64)
+    if arch == "paper":  # two sub-pixel convs 64 -> 256, a tail conv over 64 channels, a PReLU slope per channel
+        generator = body + 2 * (9 * 64 * 256 + 256) + (81 * 64 * 3 + 3) + 64 * (1 + residual_blocks + 2)
+    else:
+        generator = body + (9 * 64 * 256 + 256) + (9 * 256 * 256 + 256) + (81 * 256 * 3 + 3)
     if not discriminator:
         return generator
     convs = sum(9 * cin * cout + cout + (4 * cout if i else 0)

@@ -16,8 +16,13 @@ NoiseFn = Callable[[int, tf.Tensor], Example]
 
 
 def training_stream(num_examples: int, take: Callable[[tf.Tensor], Example], batch_size: int, seed: int,
-                    start_step: int = 0, noise: NoiseFn | None = None) -> tf.data.Dataset:
-    """Batches of `take(index)` dicts, merged with `noise(batch_size, seed_pair)` per step."""
+                    start_step: int = 0, noise: NoiseFn | None = None, fresh_each_pass: bool = False
+                    ) -> tf.data.Dataset:
+    """Batches of `take(index)` dicts, merged with `noise(batch_size, seed_pair)` per step.
+
+    fresh_each_pass: for examples drawn anew on every pass (SRGAN's random crops, keyed by their index): `take`
+    then receives pass * num_examples + index, so that pass p draws other crops than pass 0 did.
+    """
     if num_examples < 1:
         raise ValueError("the training stream needs at least one example")
     seed = int(seed)
@@ -25,6 +30,8 @@ def training_stream(num_examples: int, take: Callable[[tf.Tensor], Example], bat
     def one_pass(pass_index: tf.Tensor) -> tf.data.Dataset:
         order = tf.random.experimental.stateless_shuffle(
             tf.range(num_examples, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), pass_index]))
+        if fresh_each_pass:
+            order += pass_index * num_examples
         return tf.data.Dataset.from_tensor_slices(order)
 
     indices = tf.data.Dataset.counter().flat_map(one_pass).skip(start_step * batch_size)
