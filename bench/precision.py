@@ -164,7 +164,7 @@ def pgan(level: int = 3, batch: int = 32, max_filters: int = 64, latent_dim: int
         from keras import layers
 
         from chapters.pgan import models
-        from chapters.pgan.main import make_train_step
+        from chapters.pgan.training import make_train_step
         from common.flops import gan_step_flops
 
         keras.utils.set_random_seed(0)

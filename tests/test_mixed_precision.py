@@ -135,6 +135,7 @@ def test_pgan_trains_in_float32_and_says_so(tmp_path, capsys, monkeypatch):
     import tensorflow as tf
 
     from chapters.pgan import main as pgan
+    from chapters.pgan.training import Trainer
 
     seen = {}
 
@@ -147,7 +148,7 @@ def test_pgan_trains_in_float32_and_says_so(tmp_path, capsys, monkeypatch):
         return None  # stop after the first step of the first phase
 
     keras.mixed_precision.set_global_policy("mixed_float16")  # a process-wide mixed policy the chapter must undo
-    monkeypatch.setattr(pgan.Trainer, "_phase", first_step_only)
+    monkeypatch.setattr(Trainer, "_phase", first_step_only)
     argv = ["--max-resolution", "8", "--batch-size", "4", "--faces", "8", "--latent-dim", "8", "--max-filters", "4",
             "--mixed-precision", "--run-dir", tmp_path / "run"]
     assert run_main(pgan.main, argv) == 0

@@ -195,7 +195,7 @@ def test_resume_in_the_middle_of_a_fade_in_restores_alpha_and_resolution(tiny_ru
 
 
 def test_a_nan_loss_stops_with_exit_3_and_keeps_the_last_good_checkpoint_and_models(tmp_path, capsys, monkeypatch):
-    from chapters.pgan.main import TrainingData
+    from chapters.pgan.training import TrainingData
     import tensorflow as tf
 
     run_dir = tmp_path / "nan"
@@ -260,7 +260,8 @@ def test_sample_and_explore_stages_use_the_saved_generator(tiny_run, tmp_path):
 
 
 def test_image_counts_per_resolution_and_the_average_generator(tiny_run):
-    from chapters.pgan.main import build_parser, phase_images
+    from chapters.pgan.main import build_parser
+    from chapters.pgan.schedule import phase_images
 
     args = build_parser().parse_args(["--fade-images", "500,16:900", "--stable-images", "700"])
     assert [phase_images(args, "fade", r) for r in (8, 16, 32)] == [500, 900, 500]
@@ -311,7 +312,7 @@ def test_growing_a_finished_run_carries_its_trained_layers_into_the_new_phase(ti
 
 def test_a_run_killed_in_a_new_phase_before_its_first_checkpoint_resumes_with_the_trained_layers(
         tmp_path, capsys, monkeypatch):
-    import chapters.pgan.main as pgan
+    import chapters.pgan.training as pgan
 
     run_dir = tmp_path / "killed"
     real_step = pgan.make_train_step
@@ -374,7 +375,7 @@ def test_config_json_changes_only_when_a_resume_succeeds(tiny_run, tmp_path, cap
 
 
 def test_a_step_that_cannot_fit_in_memory_is_refused_before_anything_is_built(tmp_path, capsys, monkeypatch):
-    from chapters.pgan.main import TrainingData
+    from chapters.pgan.training import TrainingData
 
     def built(*args, **kwargs):
         raise AssertionError("the training images were rendered before the memory check")
@@ -386,7 +387,8 @@ def test_a_step_that_cannot_fit_in_memory_is_refused_before_anything_is_built(tm
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "training at 1024x1024 (batch 64" in err[0] and " GiB " in err[0]
     assert "--batch-sizes 1024:N" in err[0] and not run_dir.exists()
-    from chapters.pgan.main import build_parser, memory_estimate
+    from chapters.pgan.main import build_parser
+    from chapters.pgan.schedule import memory_estimate
     from common.memory import machine_memory_bytes
 
     estimate = memory_estimate(build_parser().parse_args([]))[0]  # the default 32x32 run

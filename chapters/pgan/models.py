@@ -22,6 +22,7 @@ import keras
 from keras import layers
 
 from chapters.pgan.layers import EqualizedConv2D, EqualizedDense, Fade, MinibatchStdDev, PixelNorm
+from common import seeds
 
 PHASES = ("stable", "fade")
 
@@ -57,7 +58,7 @@ class Growing:
                  seed: int = 0, fmap_base: int = FMAP_BASE) -> None:
         self.latent_dim, self.max_level, self.max_filters, self.channels = latent_dim, max_level, max_filters, channels
         self.fmap_base = fmap_base
-        self._seed = seed * 1000
+        self._seed = seeds.phase_seed(seed, 0)
         lrelu = lambda name: layers.LeakyReLU(0.2, name=name)  # noqa: E731
         self.g_blocks, self.g_to_rgb, self.g_fade = [], [], [None]
         self.d_blocks, self.d_from_rgb, self.d_fade = [], [], [None]

@@ -1,0 +1,450 @@
+"""PGAN's training: the real images at every resolution, the WGAN-GP step, and the Trainer that runs the phases
+with checkpoints every --tick-images images and an exact resume, even mid-fade."""
+from __future__ import annotations
+
+import time
+
+from chapters.pgan.schedule import batch_sizes, phase_images, phase_list, phase_name
+from common import seeds
+from common.errors import UserError
+
+FACES_SEED = 0  # the embedded training set is procedural_faces.make_dataset(--faces, FACES_SEED, --max-resolution)
+
+
+def flags_of_older_runs(run, args, typed) -> None:
+    """A run saved before --fmap-base and --g-average-half-life existed trained with 16384 and no average: it
+    resumes so (also in the config the resume writes), unless the flag is typed now."""
+    saved = run.read_config()
+    for key, before in (("fmap_base", 16384), ("g_average_half_life", 0)):
+        if key not in saved and key not in typed:
+            setattr(args, key, before)
+            if run.pending_config is not None:
+                run.pending_config[key] = before
+
+
+class TrainingData:
+    """The real images at any resolution: procedural faces box-filtered down from --max-resolution (cached per
+    resolution), or an image folder decoded straight at each resolution (cached while it fits --cache-mb)."""
+
+    def __init__(self, faces=None, paths=None, cache_mb: int = 2048) -> None:
+        self.faces, self.paths, self.cache_mb = faces, paths, cache_mb
+        self.count = len(faces) if faces is not None else len(paths)
+        self._cache: dict = {}
+
+    @classmethod
+    def from_args(cls, args, log=print) -> "TrainingData":
+        import numpy as np
+
+        if args.data:
+            from common.data.images import find_images, usable_images
+
+            paths = usable_images(find_images(args.data), log)
+            log(f"{len(paths)} images in {args.data}")
+            return cls(paths=[str(p) for p in paths], cache_mb=args.cache_mb)
+        from datasets.procedural_faces import make_dataset
+
+        started = time.time()
+        images = make_dataset(args.faces, FACES_SEED, args.max_resolution)[0]
+        faces = np.rint((images + 1.0) * 127.5).astype(np.uint8)
+        log(f"rendered {args.faces} procedural faces at {args.max_resolution}x{args.max_resolution} "
+            f"({time.time() - started:.1f} s)")
+        return cls(faces=faces)
+
+    def array(self, res: int):
+        """All images at res x res as float32 in [-1, 1], or None when a folder's images do not fit the cache."""
+        import numpy as np
+
+        if res in self._cache:
+            return self._cache[res]
+        self._cache.clear()  # one resolution at a time
+        if self.faces is not None:
+            factor = self.faces.shape[1] // res
+            out = np.empty((self.count, res, res, self.faces.shape[-1]), np.float32)
+            for s in range(0, self.count, 512):  # box filter, the paper's downsampling of the training images
+                chunk = self.faces[s:s + 512].astype(np.float32)
+                out[s:s + 512] = chunk.reshape(len(chunk), res, factor, res, factor, -1).mean(axis=(2, 4))
+            self._cache[res] = out / 127.5 - 1.0
+        elif self.count * res * res * 3 * 4 <= self.cache_mb * 2 ** 20:
+            self._cache[res] = self._decode_all(res)
+        else:
+            return None
+        return self._cache[res]
+
+    def _decode_all(self, res: int):
+        import numpy as np
+        import tensorflow as tf
+
+        from common.data.images import decode_image
+
+        files = tf.data.Dataset.from_tensor_slices(self.paths)
+        images = files.map(lambda p: decode_image(p, res), num_parallel_calls=tf.data.AUTOTUNE)
+        batches = [b.numpy() for b in images.ignore_errors(log_warning=True).batch(256)]
+        return np.concatenate(batches).astype(np.float32)
+
+    def take(self, res: int):
+        """(count, take(index) -> {"real": image}) for common.data.stream.training_stream."""
+        import tensorflow as tf
+
+        from common.data.images import decode_image
+        from common.data.stream import in_memory
+
+        cached = self.array(res)
+        if cached is not None:
+            return len(cached), in_memory({"real": cached})
+        files = tf.constant(self.paths)
+        return self.count, lambda index: {"real": decode_image(tf.gather(files, index), res)}
+
+    def sample(self, res: int, count: int, seed: int):
+        import numpy as np
+
+        cached = self.array(res)
+        if cached is None:
+            paths, self.paths = self.paths, list(np.random.default_rng(seed).permutation(self.paths)[:count])
+            try:
+                return self._decode_all(res)
+            finally:
+                self.paths = paths
+        chosen = np.random.default_rng(seed).choice(len(cached), size=min(count, len(cached)), replace=False)
+        return cached[np.sort(chosen)]
+
+
+def make_progress():
+    """Where the growth stands, saved in every checkpoint: phase index (hence resolution), images, alpha."""
+    import tensorflow as tf
+
+    class Progress(tf.Module):
+        def __init__(self) -> None:
+            super().__init__(name="progress")
+            self.phase = tf.Variable(0, dtype=tf.int64, trainable=False, name="phase")
+            self.resolution = tf.Variable(4, dtype=tf.int64, trainable=False, name="resolution")
+            self.alpha = tf.Variable(1.0, dtype=tf.float32, trainable=False, name="alpha")
+            self.phase_images = tf.Variable(0, dtype=tf.int64, trainable=False, name="phase_images")
+            self.total_images = tf.Variable(0, dtype=tf.int64, trainable=False, name="total_images")
+            self.steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps")
+            self.phase_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="phase_seconds")
+
+    return Progress()
+
+
+def make_train_step(generator, discriminator, g_opt, d_opt, fade_layers, fading: bool, args, average=(),
+                    beta: float = 0.0):
+    """One compiled step: a WGAN-GP critic update (with the drift term), a generator update, then the average
+    Gs <- beta * Gs + (1 - beta) * G over `average`, pairs of (Gs variable, G variable).
+
+    During a fade-in the real images are blended like the generator's output (the paper's official code):
+    (1 - alpha) * upsample(downsample(x)) + alpha * x, so D sees the same mix of resolutions for reals and fakes.
+    """
+    import tensorflow as tf
+
+    latent_dim, gp_weight, drift = args.latent_dim, args.gp_weight, args.drift
+
+    def step(reals, seed, alpha):
+        for layer in fade_layers:
+            layer.alpha.assign(alpha)
+        n = tf.shape(reals)[0]
+        if fading:
+            low = tf.nn.avg_pool2d(reals, 2, 2, "VALID")
+            low = tf.repeat(tf.repeat(low, 2, axis=1), 2, axis=2)  # nearest-neighbour upsampling
+            reals = (1.0 - alpha) * low + alpha * reals
+        z_d = tf.random.stateless_normal([n, latent_dim], seed=seed)
+        z_g = tf.random.stateless_normal([n, latent_dim], seed=seeds.stream(seed, seeds.G_LATENT))
+        eps = tf.random.stateless_uniform([n, 1, 1, 1], seed=seeds.stream(seed, seeds.PENALTY_MIX))
+        fakes = generator(z_d, training=True)
+        with tf.GradientTape() as tape:
+            real_out = discriminator(reals, training=True)
+            fake_out = discriminator(fakes, training=True)
+            mixed = reals + eps * (fakes - reals)
+            with tf.GradientTape() as inner:
+                inner.watch(mixed)
+                mixed_out = discriminator(mixed, training=True)
+            slopes = tf.sqrt(tf.reduce_sum(tf.square(inner.gradient(mixed_out, mixed)), axis=[1, 2, 3]) + 1e-8)
+            penalty = tf.reduce_mean(tf.square(slopes - 1.0))
+            wasserstein = tf.reduce_mean(real_out) - tf.reduce_mean(fake_out)
+            d_loss = -wasserstein + gp_weight * penalty + drift * tf.reduce_mean(tf.square(real_out))
+        d_vars = discriminator.trainable_variables
+        d_opt.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars))
+        with tf.GradientTape() as tape:
+            g_loss = -tf.reduce_mean(discriminator(generator(z_g, training=True), training=True))
+        g_vars = generator.trainable_variables
+        g_opt.apply_gradients(zip(tape.gradient(g_loss, g_vars), g_vars))
+        for smoothed, weight in average:
+            smoothed.assign(beta * smoothed + (1.0 - beta) * weight)
+        return {"d_loss": d_loss, "g_loss": g_loss, "gradient_penalty": penalty, "wasserstein": wasserstein,
+                "real_score": tf.reduce_mean(real_out)}
+
+    return tf.function(step, jit_compile=bool(args.xla))
+
+
+class ResumePoint:
+    """What `common.checkpoints.restore_newest` restores from each checkpoint it tries, newest first.
+
+    A checkpoint holds the layers of every level trained so far (`Growing.layers_up_to` of its phase), that phase's
+    Adam states and the progress. All of its layers are restored, whatever phase comes next: when the run goes on
+    inside the checkpoint's phase, its Adam states too; when that phase had ended (a finished run grown with a
+    larger --max-resolution, or a run killed in a new phase before that phase's first checkpoint) the next phase
+    starts from those layers with a fresh Adam, as every phase does. Every tensor is read before any variable is
+    assigned, so a damaged checkpoint (cut short, garbage) changes nothing and the one before it is tried.
+    """
+
+    def __init__(self, growing, progress, phases, length, max_resolution: int, learning_rate: float,
+                 average=None) -> None:
+        self.growing, self.progress, self.phases, self.length = growing, progress, phases, length
+        self.max_resolution, self.learning_rate, self.average = max_resolution, learning_rate, average
+        self.path, self.number, self.level, self.optimizers = None, 0, 0, None
+        self.average_missing = False
+
+    def restore(self, path: str):
+        import tensorflow as tf
+
+        from chapters.pgan import models
+
+        reader = tf.train.load_checkpoint(path)
+        for key in reader.get_variable_to_shape_map():
+            reader.get_tensor(key)  # a cut-short file fails here (IndexError, DataLossError), before any assignment
+        value = lambda name: int(reader.get_tensor(f"progress/{name}/.ATTRIBUTES/VARIABLE_VALUE"))  # noqa: E731
+        phase, res, phase_images = value("phase"), value("resolution"), value("phase_images")
+        if res > self.max_resolution:
+            raise UserError(f"this run has grown to {res}x{res}; --max-resolution {self.max_resolution} is below "
+                            f"it: resume with --max-resolution {res} or more (nothing was changed)")
+        level, kind = self.phases[phase]
+        items = {**self.growing.layers_up_to(level), "progress": self.progress}
+        missing = not any(key.startswith("average_layers/") for key in reader.get_variable_to_shape_map())
+        if self.average is not None and not missing:  # (a run without the average: Gs starts as G)
+            items["average_layers"] = self.average.layers_up_to(level)["generator_layers"]
+        optimizers = None
+        if phase_images < self.length(level, kind):  # the run goes on inside this phase, with its Adam states
+            optimizers = models.optimizer(self.learning_rate), models.optimizer(self.learning_rate)
+            optimizers[0].build(self.growing.generator(level, kind).trainable_variables)
+            optimizers[1].build(self.growing.discriminator(level, kind).trainable_variables)
+            items.update(g_optimizer=optimizers[0], d_optimizer=optimizers[1])
+        status = tf.train.Checkpoint(**items).restore(path)
+        self.path, self.number, self.level, self.optimizers = path, int(path.rsplit("-", 1)[1]), level, optimizers
+        self.average_missing = self.average is not None and missing
+        return status
+
+
+class Trainer:
+    """Runs the phases in order; checkpoints every --tick-images images and at every phase's end."""
+
+    def __init__(self, run, args, data: TrainingData, log=print) -> None:
+        self.run, self.args, self.data, self.log = run, args, data, log
+
+    def train(self) -> dict:
+        from chapters.pgan import models
+        from common.checkpoints import Checkpoints, restore_newest
+        from common.devices import setup_devices
+        from common.tensorboard import TensorBoardWriter
+        from common.train import fixed_latents
+
+        args, run, log = self.args, self.run, self.log
+        if args.strategy not in ("auto", "one"):
+            raise UserError(f"the pgan chapter trains on one device; --strategy {args.strategy} is not supported")
+        if args.mixed_precision:
+            log("--mixed-precision: the pgan chapter trains in float32 (the gradient penalty needs it); ignored")
+        setup_devices("one", False, args.seed, log)
+        max_level = models.level_of(args.max_resolution)
+        shape = (args.latent_dim, max_level, args.max_filters, 3, args.seed, args.fmap_base)
+        self.growing = growing = models.Growing(*shape)
+        # Gs: the same layers with the same initial weights (same seed), an average of G's from then on
+        average = models.Growing(*shape) if args.g_average_half_life else None
+        self.sampler = average or growing  # what the grids show and models/generator.keras holds
+        phases, sizes = phase_list(max_level), batch_sizes(args)
+        progress = self.progress = make_progress()
+        writer = TensorBoardWriter(run)
+        self.latents = fixed_latents(64, args.latent_dim, args.seed)
+        resumed = None
+        if args.resume is not None:
+            resumed = ResumePoint(growing, progress, phases, self._length, args.max_resolution, args.learning_rate,
+                                  average)
+            restore_newest(resumed, run.checkpoints, log)
+            run.commit_config()  # the flags typed now are the run's from here on (a failed resume changed nothing)
+        else:
+            writer.config(vars(args))
+        self.tick = resumed.number if resumed else 0  # checkpoint numbers rise across phases
+        first = int(progress.phase.numpy())
+        if resumed and not resumed.optimizers:
+            first += 1  # the checkpoint was written at the end of that phase (its grid and models are saved)
+        if first >= len(phases):
+            log(f"{run} has finished growing to {args.max_resolution}x{args.max_resolution}; pass a larger "
+                "--max-resolution to grow further")
+            return {}
+        log(f"training {len(phases) - first} phases up to {args.max_resolution}x{args.max_resolution} on "
+            f"{self.data.count} images; run: {run}  (TensorBoard: make tensorboard)")
+        last: dict = {}
+        for index in range(first, len(phases)):
+            level, kind = phases[index]
+            res, fading = models.resolution(level), kind == "fade"
+            batch, length = sizes[res], self._length(level, kind)
+            generator, discriminator = growing.generator(level, kind), growing.discriminator(level, kind)
+            if resumed and index == first and resumed.optimizers:  # on inside the checkpoint's phase
+                g_opt, d_opt = resumed.optimizers
+                log(f"resumed {run} at {phase_name(level, kind)} ({res}x{res}), alpha "
+                    f"{float(progress.alpha.numpy()):.3f}, {int(progress.phase_images.numpy())} of {length} images "
+                    f"of the phase, {int(progress.total_images.numpy())} in all, from {resumed.path}")
+            else:
+                g_opt, d_opt = models.optimizer(args.learning_rate), models.optimizer(args.learning_rate)
+                g_opt.build(generator.trainable_variables)  # a fresh Adam per phase, as the paper's code resets it
+                d_opt.build(discriminator.trainable_variables)
+                if resumed and index == first:
+                    top = models.resolution(resumed.level)
+                    trained = f"4x4 to {top}x{top}" if top > 4 else "4x4"
+                    log(f"resumed {run} from {resumed.path}: the trained layers of {trained} go on into "
+                        f"{phase_name(level, kind)} with a fresh Adam (as at every new phase), "
+                        f"{int(progress.total_images.numpy())} images in all so far")
+                progress.phase.assign(index)
+                progress.resolution.assign(res)
+                progress.phase_images.assign(0)
+                progress.phase_seconds.assign(0.0)
+                progress.alpha.assign(0.0 if fading else 1.0)
+            items = {**growing.layers_up_to(level), "g_optimizer": g_opt, "d_optimizer": d_opt, "progress": progress}
+            fade_layers = growing.fade_layers(level) if fading else []
+            pairs, beta = [], 0.0
+            if average is not None:
+                average.generator(level, kind)  # builds its fade layer too
+                items["average_layers"] = average.layers_up_to(level)["generator_layers"]
+                if resumed and index == first and resumed.average_missing:  # a run from before the average
+                    for name, layer in items["average_layers"].items():
+                        layer.set_weights(items["generator_layers"][name].get_weights())
+                pairs = [(a, w) for name, layer in items["generator_layers"].items()
+                         for a, w in zip(items["average_layers"][name].weights, layer.weights)]
+                beta = 0.5 ** (batch / args.g_average_half_life)  # per step of `batch` images
+                fade_layers = fade_layers + ([average.fade_layers(level)[0]] if fading else [])
+            checkpoints = Checkpoints(run, items, keep=args.checkpoints_kept)
+            step = make_train_step(generator, discriminator, g_opt, d_opt, fade_layers, fading, args, pairs, beta)
+            last = self._phase(index, level, kind, batch, length, step, checkpoints, writer)
+            if last is None:
+                return {}
+        log(f"done: {run}  final grid: {self.final_grid}  generator: {run.model_path('generator')}")
+        return last
+
+    def _phase(self, index, level, kind, batch, length, step, checkpoints, writer):
+        import numpy as np
+        import tensorflow as tf
+
+        from chapters.pgan import models
+        from common.checkpoints import explain_write_failure, save_model
+        from common.data.stream import training_stream
+        from common.errors import TrainingDiverged
+
+        args, run, log, progress = self.args, self.run, self.log, self.progress
+        res, fading = models.resolution(level), kind == "fade"
+        done = int(progress.phase_images.numpy())
+        count, take = self.data.take(res)
+        if count < batch:
+            raise UserError(f"{count} training images are fewer than one batch of {batch} at {res}x{res}")
+        stream = iter(training_stream(count, take, batch, seeds.phase_seed(args.seed, index), start_step=done // batch))
+        log(f"phase {index + 1}: {phase_name(level, kind)}, batch {batch}, {length} images"
+            + (f" (from image {done})" if done else ""))
+        sums, steps_in_tick, tick_started = {}, 0, time.time()
+        seconds_before = float(progress.phase_seconds.numpy())
+        phase_started, cpu_started = time.time(), time.process_time()
+        while done < length:
+            if args.stop_after_images is not None and int(progress.total_images.numpy()) >= args.stop_after_images:
+                self._checkpoint(checkpoints, seconds_before + time.time() - phase_started)
+                log(f"stopped after {int(progress.total_images.numpy())} images (--stop-after-images) at "
+                    f"{phase_name(level, kind)}, alpha {float(progress.alpha.numpy()):.3f}; --resume goes on")
+                return None
+            alpha = min(1.0, done / length) if fading else 1.0
+            seed = tf.constant([args.seed, int(progress.steps.numpy())], tf.int64)
+            out = step(next(stream)["real"], seed, tf.constant(alpha, tf.float32))
+            for key, value in out.items():
+                sums[key] = sums.get(key, 0.0) + value
+            steps_in_tick += 1
+            before, done = done, done + batch
+            progress.phase_images.assign(done)
+            progress.total_images.assign_add(batch)
+            progress.steps.assign_add(1)
+            progress.alpha.assign(min(1.0, done / length) if fading else 1.0)
+            if fading and before < length // 2 <= done:
+                self._fade_strip(level, float(progress.alpha.numpy()), writer)
+            if done // args.tick_images > before // args.tick_images or done >= length:
+                means = {k: float(v) / steps_in_tick for k, v in sums.items()}
+                if not all(np.isfinite(list(means.values()))):
+                    raise TrainingDiverged(f"the losses became {means} at {phase_name(level, kind)}; the last good "
+                                           f"checkpoint is {checkpoints.latest}")
+                elapsed = time.time() - tick_started
+                images = int(progress.total_images.numpy())
+                scalars = {**means, "alpha": float(progress.alpha.numpy()), "resolution": res,
+                           "images_per_second": steps_in_tick * batch / max(elapsed, 1e-9), "phase": index}
+                writer.scalars(scalars, step=images)
+                writer.image("samples/latest", self._picture(self.sampler.generator(level, kind)), step=images)
+                if done < length:  # the phase's end writes its own checkpoint below
+                    self._checkpoint(checkpoints, seconds_before + time.time() - phase_started)
+                log(f"  {res}x{res} {kind:6s} {done:>7d}/{length} img  alpha {scalars['alpha']:.3f}  "
+                    f"d {means['d_loss']:8.4f}  g {means['g_loss']:8.4f}  gp {means['gradient_penalty']:.4f}  "
+                    f"{scalars['images_per_second']:.0f} img/s")
+                sums, steps_in_tick, tick_started = {}, 0, time.time()
+        seconds = seconds_before + time.time() - phase_started
+        generator = self.sampler.generator(level, kind)
+        picture = self._picture(generator)
+        name = f"{index:02d}_{res}x{res}_{kind}"
+        from common.images import save_png
+
+        self.final_grid = save_png(run.samples / f"{name}.png", picture)
+        images = int(progress.total_images.numpy())
+        writer.image("samples/phase_end", picture, step=images)
+        writer.image(f"samples/{name}", picture, step=images)
+        with explain_write_failure(run, f"the models of phase {name}", checkpoints):
+            save_model(generator, run.model_path("generator"))
+            save_model(self.growing.discriminator(level, kind), run.model_path("discriminator"))
+        self._checkpoint(checkpoints, seconds)
+        self._record_phase(index, level, kind, length, seconds, time.process_time() - cpu_started)
+        log(f"phase {index + 1} done in {seconds:.1f} s: {self.final_grid}")
+        return {"phase": name, "seconds": seconds}
+
+    def _length(self, level: int, kind: str) -> int:
+        from chapters.pgan.models import resolution
+
+        return phase_images(self.args, kind, resolution(level))
+
+    def _checkpoint(self, checkpoints, seconds: float) -> None:
+        from common.checkpoints import explain_write_failure
+
+        self.progress.phase_seconds.assign(seconds)
+        self.tick += 1
+        with explain_write_failure(self.run, f"checkpoint {self.tick}", checkpoints):
+            checkpoints.save(self.tick)
+
+    def _picture(self, generator):
+        """A grid of the fixed latents' images, each enlarged (nearest neighbour) to at least 32 pixels."""
+        import numpy as np
+
+        from common.images import make_grid
+
+        images = np.asarray(generator(self.latents[:64], training=False))
+        scale = max(1, 32 // images.shape[1])
+        return make_grid(images.repeat(scale, axis=1).repeat(scale, axis=2), columns=8)
+
+    def _fade_strip(self, level: int, alpha: float, writer) -> None:
+        """Rows for the same 8 latents: the upsampled low-resolution path, the new block's path, their blend."""
+        import numpy as np
+
+        from chapters.pgan import models
+        from common.images import make_grid, save_png
+
+        low, new, blend = (np.asarray(t) for t in self.sampler.fade_paths(level)(self.latents[:8], training=False))
+        rows = np.concatenate([low, new, blend])
+        scale = max(1, 64 // rows.shape[1])
+        picture = make_grid(rows.repeat(scale, axis=1).repeat(scale, axis=2), columns=8)
+        res = models.resolution(level)
+        path = save_png(self.run.samples / f"{res}x{res}_fade_strip_alpha{alpha:.2f}.png", picture)
+        writer.image(f"fade/{res}x{res}_low_new_blend", picture, step=int(self.progress.total_images.numpy()))
+        self.log(f"  fade-in strip (rows: low-res path, new block, blend at alpha {alpha:.2f}): {path}")
+
+    def _record_phase(self, index, level, kind, length, seconds, cpu_seconds) -> None:
+        import json
+
+        from chapters.pgan import models
+
+        path = self.run.root / "phases.json"
+        record = json.loads(path.read_text()) if path.exists() else {"phases": []}
+        entries = [p for p in record["phases"] if p["index"] != index]
+        entries.append({"index": index, "resolution": models.resolution(level), "phase": kind, "images": length,
+                        "seconds": round(seconds, 2), "images_per_second": round(length / max(seconds, 1e-9), 1),
+                        # CPU time of this process (all threads), this session's share of the phase: on a shared
+                        # machine a better measure of the work than the wall time
+                        "cpu_seconds_this_session": round(cpu_seconds, 2)})
+        record["phases"] = sorted(entries, key=lambda p: p["index"])
+        record["total_images"] = int(self.progress.total_images.numpy())
+        record["total_seconds"] = round(sum(p["seconds"] for p in record["phases"]), 2)
+        self.run.write_json(path, record)
