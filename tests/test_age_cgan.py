@@ -233,7 +233,7 @@ def test_photo_loading_crops_or_squashes(tmp_path):
 def test_fr_model_can_be_any_keras_embedding_model(tmp_path):
     import keras
 
-    from chapters.age_cgan.main import face_recognition
+    from chapters.age_cgan.stages import face_recognition
 
     image = keras.Input((32, 32, 3))
     keras.Model(image, keras.layers.Dense(8)(keras.layers.GlobalAveragePooling2D()(image))).save(tmp_path / "fr.keras")

@@ -119,7 +119,7 @@ def test_sample_explore_and_evaluate_stages(anime_run, tmp_path, capsys):
 
 
 def test_faces_cnn_separates_real_faces_from_noise():
-    from chapters.anime_dcgan.main import embedded_faces
+    from chapters.anime_dcgan.data import embedded_faces
     from common.metrics import faces_extractor
     from common.metrics import fid
 
@@ -170,7 +170,8 @@ def test_folder_with_no_decodable_images_is_refused(tmp_path, capsys):
 
 
 def test_any_folder_of_images_is_centre_cropped_and_resized(tmp_path):
-    from chapters.anime_dcgan.main import build_parser, training_data
+    from chapters.anime_dcgan.data import training_data
+    from chapters.anime_dcgan.main import build_parser
 
     wide = np.zeros((40, 80, 3), np.uint8)
     wide[:, 20:60] = 255  # the centre square is white, the sides black

@@ -103,7 +103,7 @@ def test_bad_image_variants_are_skipped_and_counted_by_every_image_loader(tmp_pa
     import tensorflow as tf
 
     from chapters.age_cgan.data import load_photo
-    from chapters.anime_dcgan.main import real_images
+    from chapters.anime_dcgan.data import real_images
     from chapters.pgan.training import TrainingData
     from chapters.srgan.images import load_held_out, training_crops
     from common.data.images import check_image, find_images, image_folder, load_folder_array, usable_images

@@ -22,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 
 from common import latent, stabilize  # noqa: E402
 from common.cli import base_parser, int_at_least, positive_int, run_main, unit_interval  # noqa: E402
-from common.errors import UserError  # noqa: E402
 
 # --precision auto trains in bfloat16 on a CPU that has it: the default run steps in 42 ms instead of 70 with FID held.
 BF16_ON_CPU = True
@@ -31,7 +30,6 @@ BF16_ON_CPU = True
 # fake in [0, 0.2]) and the DCGAN-era one-sided label smoothing.
 ARCH_DEFAULTS = {"book": {"label_smoothing": 1.0, "label_noise": 0.2},
                  "dcgan": {"label_smoothing": 0.9, "label_noise": 0.0}}
-FACES_SEED = 0  # the embedded training set is make_dataset(--faces, FACES_SEED, --image-size)
 
 
 def build_parser():
@@ -82,6 +80,7 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     arch_defaults(args)
     from chapters.anime_dcgan import models
+    from chapters.anime_dcgan.data import extractor, real_images, training_data
 
     if args.stage == "train" and args.resume is None:  # refuse before TensorFlow starts or a run folder is made
         models.check_image_size(args.arch, args.image_size)
@@ -135,64 +134,6 @@ def main(argv: Sequence[str]) -> int:
              f"fake in [0, {args.label_noise:g}]" if args.label_noise else f"real {args.label_smoothing:g}, fake 0"))
     fit_gan(gan, run, args, strategy, count, take)
     return 0
-
-
-def training_data(args):
-    """(number of images, take(index)) for the training stream: the --data folder or the embedded faces."""
-    import tensorflow as tf
-
-    from common.data import in_memory
-    from common.data.images import image_folder
-
-    if args.data:
-        return image_folder(args.data, args.image_size)
-    faces = embedded_faces(args.faces, args.image_size)
-    print(f"{len(faces)} procedural faces at {args.image_size}x{args.image_size} (datasets/procedural_faces.py, "
-          f"seed {FACES_SEED})")
-    return len(faces), in_memory({"real": faces}, lambda row: {"real": tf.cast(row["real"], tf.float32) / 127.5 - 1.0})
-
-
-def embedded_faces(count: int, size: int):
-    """The embedded training set as uint8 (count, size, size, 3): the same faces for the same count and size."""
-    import numpy as np
-
-    from datasets.procedural_faces import make_dataset
-
-    if count < 1:
-        raise UserError(f"--faces must be at least 1, got {count}")
-    images, _ages, _classes = make_dataset(count, FACES_SEED, size)
-    return np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-def real_images(data, size: int, count: int, seed: int, faces: int):
-    """Up to `count` training images in [-1, 1] at `size`, for scoring."""
-    import numpy as np
-    import tensorflow as tf
-
-    from common.data.images import decode_image, find_images, usable_images
-
-    if not data:
-        chosen = embedded_faces(faces, size)
-        return chosen.astype(np.float32) / 127.5 - 1.0
-    paths = find_images(data)
-    rng = np.random.default_rng(seed)
-    paths = usable_images([paths[i] for i in np.sort(rng.permutation(len(paths))[:count])])
-    images = []
-    for path in paths:  # a file that passed the header check can still fail to decode (truncated)
-        try:
-            images.append(decode_image(tf.constant(str(path)), size).numpy())
-        except tf.errors.OpError as error:
-            print(f"skipped {path.name}: {error.message.splitlines()[0]}")
-    if not images:
-        raise UserError(f"--data {data}: none of the {len(paths)} images picked for scoring could be decoded")
-    return np.stack(images)
-
-
-def extractor(args):
-    """The feature network for FID/KID/IS, as --extractor asks; `auto` says in one line what it chose."""
-    from common.metrics import choose_extractor, faces_extractor
-
-    return choose_extractor(args.extractor, args.inception_weights, faces_extractor)
 
 
 if __name__ == "__main__":

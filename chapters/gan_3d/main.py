@@ -23,9 +23,6 @@ from common import stabilize  # noqa: E402
 from common.cli import base_parser, positive_float, positive_int, run_main, unit_interval  # noqa: E402
 from common.errors import UserError  # noqa: E402
 
-# --precision auto keeps float32 on a CPU until bfloat16's Conv3D speed and results are measured (README).
-BF16_ON_CPU = False
-
 # the book's optimiser settings (--book-rates); the defaults below are the ones that learn on a CPU in minutes
 BOOK_RATES = {"g_lr": 0.0025, "d_lr": 1e-5, "g_beta1": 0.5, "d_beta1": 0.9}
 # flags that shape the networks or the data: the later stages take them from the run's config.json
@@ -72,13 +69,6 @@ def build_parser():
     return parser
 
 
-def fixed_latents(count: int, z_std: float, seed: int, latent_dim: int = 200):
-    import numpy as np
-
-    z = np.random.default_rng(seed).standard_normal((count, 1, 1, 1, latent_dim)).astype(np.float32)
-    return z * np.float32(z_std)
-
-
 def main(argv: Sequence[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -92,154 +82,17 @@ def main(argv: Sequence[str]) -> int:
     if args.stage == "train":
         stabilize.check(stabilize.Stabilizers.from_args(args), conditional=False, batch_size=args.batch_size)
 
+    from chapters.gan_3d import stages
     from chapters.gan_3d.data import load_volumes
     from common.run import open_run, use_saved_flags
 
     if args.stage != "train":
         run = open_run(args, parser, argv, training=False)
         use_saved_flags(run, args, parser, argv, _FROM_RUN)
-        return {"sample": sample_stage, "evaluate": evaluate_stage, "interpolate": interpolate_stage}[args.stage](
-            run, args)
+        return getattr(stages, args.stage)(run, args)  # sample, evaluate or interpolate
 
     volumes = load_volumes(args.data, args.category, args.split, args.cube_len, args.num_shapes)
-    train(volumes, open_run(args, parser, argv, training=True), args)
-    return 0
-
-
-def train(volumes, run, args) -> None:
-    import tensorflow as tf
-
-    from chapters.gan_3d import models
-    from common.devices import precision_of, setup_devices
-    from common.train import fit_gan
-    from common.voxels import render_grid
-
-    print(f"{len(volumes)} {args.category} shapes of {args.cube_len}³ voxels "
-          f"({'3DShapeNets ' + args.data if args.data else 'procedural'}), {volumes.mean():.1%} filled")
-    options = stabilize.Stabilizers.from_args(args)
-    if options.active():
-        print("stabilisation: " + ", ".join(options.active()))
-    strategy = setup_devices(args.strategy, precision_of(args), args.seed, bf16_on_cpu=BF16_ON_CPU)
-    with strategy.scope():
-        gan = models.VoxelGAN(models.build_generator(args.cube_len, width=args.width, occupancy=float(volumes.mean())),
-                              models.build_discriminator(args.cube_len, width=args.width, pack=options.pack),
-                              z_std=args.z_std, d_acc_threshold=args.d_acc_threshold, options=options)
-        d_optimizer, g_optimizer = models.optimizers(args.g_lr, args.d_lr, args.g_beta1, args.d_beta1)
-        gan.compile(d_optimizer=d_optimizer, g_optimizer=g_optimizer, jit_compile=args.xla)
-    latents = fixed_latents(args.grid, args.z_std, args.seed)
-
-    def to_volumes(row: dict) -> dict:
-        return {"real": tf.cast(row["real"], tf.float32)[..., None]}
-
-    fit_gan(gan, run, args, strategy, len(volumes), _take(volumes, to_volumes),
-            sample=lambda: gan.sample(latents), render=lambda shapes: render_grid(shapes))
-
-
-def _take(volumes, transform):
-    from common.data import in_memory
-
-    return in_memory({"real": volumes}, transform)
-
-
-def _generator(run, args):
-    from common.checkpoints import load_model
-
-    return load_model(run.model_path("generator"), f"train first: python chapters/gan_3d/main.py --run-dir {run}")
-
-
-def _generate(generator, z):
-    import numpy as np
-
-    return np.asarray(generator.predict(z, batch_size=32, verbose=0))[..., 0]
-
-
-def sample_stage(run, args) -> int:
-    import numpy as np
-
-    from common.images import save_png
-    from common.run import output_file
-    from common.voxels import render_grid, write_obj
-
-    if args.out and args.format == "obj":  # one file per shape into a folder: the folder must be new or empty
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise UserError(f"--format obj writes one file per shape into a folder, and {out} is a file")
-        if out.is_dir() and any(out.iterdir()) and not args.overwrite:
-            raise UserError(f"--out {out} already holds files; pass --overwrite to write over its shape_*.obj "
-                            "files, or choose another folder")
-    elif args.out:
-        output_file(args.out, args.overwrite)
-    generator = _generator(run, args)
-    shapes = _generate(generator, fixed_latents(args.num, args.z_std, args.seed, generator.inputs[0].shape[-1]))
-    if args.format == "png":
-        out = Path(args.out or run.samples / f"sample_seed{args.seed}.png")
-        save_png(out, render_grid(shapes))
-    elif args.format == "npy":
-        out = Path(args.out or run.samples / f"sample_seed{args.seed}.npy")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_save_npy(out, (shapes > 0.5).astype(np.uint8))
-    else:
-        out = Path(args.out or run.samples / f"obj_seed{args.seed}")
-        faces = [write_obj(out / f"shape_{i:03d}.obj", shape)[1] for i, shape in enumerate(shapes)]
-        print(f"meshes of {min(faces)} to {max(faces)} faces (exposed voxel faces only)")
-    print(f"wrote {args.num} generated {args.category} shapes (seed {args.seed}, threshold 0.5) to {out}")
-    return 0
-
-
-def atomic_save_npy(path: Path, array) -> None:
-    """np.save via a temporary name: an interrupted write never leaves half an array under `path`."""
-    import numpy as np
-
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        with open(tmp, "wb") as handle:
-            np.save(handle, array)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def interpolate_stage(run, args) -> int:
-    import numpy as np
-
-    from common.images import save_png
-    from common.run import output_file
-    from common.voxels import interpolate_latents, render_grid
-
-    if args.out:
-        output_file(args.out, args.overwrite)
-    generator = _generator(run, args)
-    steps = max(2, args.num)
-    ends = fixed_latents(2 * args.strips, args.z_std, args.seed, generator.inputs[0].shape[-1])
-    z = np.concatenate([interpolate_latents(ends[2 * r], ends[2 * r + 1], steps) for r in range(args.strips)])
-    out = Path(args.out or run.samples / f"interpolation_seed{args.seed}.png")
-    save_png(out, render_grid(_generate(generator, z), columns=steps))
-    print(f"wrote {args.strips} interpolation strips of {steps} shapes (seed {args.seed}) to {out}")
-    return 0
-
-
-def evaluate_stage(run, args) -> int:
-    import time
-
-    from chapters.gan_3d.data import load_volumes
-    from common.tensorboard import TensorBoardWriter
-    from common.voxels import shape_metrics
-
-    started = time.time()
-    generator = _generator(run, args)
-    training = load_volumes(args.data, args.category, args.split, args.cube_len, args.num_shapes)
-    latent_dim = generator.inputs[0].shape[-1]
-    shapes = _generate(generator, fixed_latents(args.num, args.z_std, args.seed + 1, latent_dim))
-    scores = shape_metrics(shapes, training)
-    epoch = run.epochs_trained()
-    run.write_json(run.metrics_file, {"epoch": epoch, "samples": args.num, "training_shapes": len(training),
-                                      "seed": args.seed + 1, "metrics": scores})
-    TensorBoardWriter(run).scalars(scores, step=epoch, prefix="eval/")
-    print(f"evaluated {run} (epoch {epoch}, {args.num} generated vs {len(training)} training shapes, "
-          f"{time.time() - started:.1f} s):")
-    for key, value in scores.items():
-        print(f"  {key:28s} {value:.4f}")
-    print(f"written to {run.metrics_file}")
+    stages.train(volumes, open_run(args, parser, argv, training=True), args)
     return 0
 
 
