@@ -177,8 +177,21 @@ class Terminated(BaseException):
     """SIGTERM (a scheduler, `kill`): unwound like Ctrl-C, so that `finally` blocks remove partial files."""
 
 
+_terminations = 0
+
+
 def _terminate(signum, frame) -> None:
+    global _terminations
+    _terminations += 1
     raise Terminated()
+
+
+def check_terminated() -> None:
+    """Raises Terminated again once a SIGTERM has arrived. The handler raises it wherever the main thread is,
+    and library code that catches BaseException can swallow it there; long loops (an upscale's tiles) call this
+    between units of work, so a stop request always ends the run."""
+    if _terminations:
+        raise Terminated()
 
 
 def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None) -> None:
@@ -192,7 +205,8 @@ def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | 
     argv = sys.argv[1:] if argv is None else list(argv)
     if not {"-h", "--help"} & set(argv):
         load_tensorflow_quietly()
-    previous = None
+    global _terminations
+    _terminations, previous = 0, None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:

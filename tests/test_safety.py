@@ -251,3 +251,27 @@ def test_an_error_is_one_line_in_a_fresh_process(tmp_path):
     result = run_script("chapters/vanilla_gan/main.py", "--resume", tmp_path / "nowhere")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: run directory {tmp_path / 'nowhere'} does not exist"]
+
+
+def test_a_sigterm_whose_exception_library_code_swallows_still_ends_the_run(capsys):
+    import signal
+    import time
+
+    from common.cli import check_terminated
+
+    units = []
+
+    def main(argv):
+        try:  # the handler raises Terminated wherever the main thread is: here, inside code that swallows it
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        except BaseException:
+            pass
+        for unit in range(3):  # a long loop (an upscale's tiles) checks between units of work
+            check_terminated()
+            units.append(unit)
+        return 0
+
+    assert run_main(main, []) == 143
+    assert units == [] and "interrupted (SIGTERM)" in capsys.readouterr().err
+    assert run_main(lambda argv: check_terminated(), []) == 0  # a new run starts with no stop request

@@ -24,6 +24,7 @@ import tensorflow as tf
 from PIL import Image
 
 from chapters.srgan.models import SCALE, downsample
+from common.cli import check_terminated
 from common.data.images import check_image, find_images, to_8bit, usable_images
 from common.errors import UserError
 from common.images import to_uint8
@@ -261,11 +262,16 @@ def upscale_file(upscaler: Upscaler, source: Path, target: Path, label: str | No
     height, width = image.shape[0] * SCALE, image.shape[1] * SCALE
     made = [folder for folder in reversed(target.parents) if not folder.exists()]
     progress = Progress(upscaler.tiles(*image.shape[:2]), label or source.name, progress_stream)
+
+    def on_tile() -> None:
+        check_terminated()  # a SIGTERM whose exception library code swallowed still stops at the next tile
+        progress()
+
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         writer = PngWriter(target, width, height)
         try:
-            for band in upscaler.bands(lr, on_tile=progress):
+            for band in upscaler.bands(lr, on_tile=on_tile):
                 writer.write(band)
             writer.close()
         except BaseException:
