@@ -1,0 +1,33 @@
+"""Age-cGAN's encoder and optimize stages survive SIGKILL like every GAN stage (tests/test_killed_runs.py): inside
+a checkpoint write, then at a random moment after a new one; the resumed stage ends with exactly the steps of an
+unbroken one. (A file of its own: pytest-xdist hands out whole files, and test_killed_runs.py is the longest.)"""
+from __future__ import annotations
+
+import signal
+
+import test_killed_runs as killed
+from conftest import ROOT, run_script
+
+# Age-cGAN's encoder and optimize stages run step loops of their own (chapters/age_cgan/progress.py) that keep a
+# checkpoint every 100 (encoder) or 10 (optimize) steps, numbered by step.
+AGE = ["--width", "0.125", "--num-faces", "48", "--batch-size", "8", "--optimize-batch", "4"]
+
+
+def test_age_cgan_encoder_and_optimize_killed_in_a_checkpoint_write_and_then_at_random_lose_no_step(tmp_path):
+    run_dir, script = tmp_path / "run", "chapters/age_cgan/main.py"
+    done = run_script(script, *AGE, "--stage", "gan", "--epochs", 1, "--steps-per-epoch", 2, "--run-dir", run_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for stage, every in (("encoder", 100), ("optimize", 10)):  # the optimize stage reads the encoder's model
+        steps, folder = f"--{stage}-steps", run_dir / stage  # <run>/<stage>/checkpoints
+        dying = run_script("tests/kill_in_checkpoint_write.py", "age_cgan", 2, *AGE, "--stage", stage, steps,
+                            3 * every, "--run-dir", run_dir)
+        assert dying.returncode == -signal.SIGKILL, dying.stderr[-2000:]
+        assert (folder / "checkpoints" / f"ckpt-{2 * every}.index").exists() and killed._latest(folder) == every
+
+        kept = killed._kill_after_a_new_checkpoint([ROOT / script, *AGE, "--stage", stage, "--resume", "--run-dir",
+                                                    run_dir, steps, 10 ** 6], folder, 2 * every)
+        finished = run_script(script, *AGE, "--stage", stage, "--resume", "--run-dir", run_dir, steps, kept + every)
+        assert finished.returncode == 0, finished.stderr[-2000:]
+        assert f"[{stage}] resumed at step {kept}" in finished.stdout
+        assert killed._latest(folder) == kept + every
+        assert killed._checkpoint_value(folder, "optimizer/", "iterations") == kept + every  # no step lost or repeated
