@@ -43,15 +43,22 @@ def evaluate_stage(run: Run, generator: keras.Model, score: GeneratorScore, log:
     started = time.time()
     scores = score(generator)
     epoch = run.epochs_trained()
-    run.write_json(run.metrics_file, {"epoch": epoch, "samples": score.num_samples, "extractor": score.extractor.name,
-                                      "metrics": scores})
-    TensorBoardWriter(run).scalars(scores, step=epoch, prefix="eval/")
-    log(f"evaluated {run} (epoch {epoch}, {score.num_samples} samples, {score.extractor.name} features, "
-        f"{time.time() - started:.1f} s):")
-    for key, value in scores.items():
-        log(f"  {key:36s} {value:.4f}")
-    log(f"written to {run.metrics_file}")
+    write_scores(run, scores, epoch, f"epoch {epoch}, {score.num_samples} samples, {score.extractor.name} features",
+                 started, {"epoch": epoch, "samples": score.num_samples, "extractor": score.extractor.name}, log)
     return scores
+
+
+def write_scores(run: Run, scores: dict[str, float], step: int, what: str, started: float, details: dict,
+                 log: Callable[[str], None] = print) -> None:
+    """How every --stage evaluate reports: <run>/metrics.json ({**details, "metrics": scores}), TensorBoard
+    scalars eval/<score> at `step`, and a table on stdout headed "evaluated <run> (<what>, <seconds> s):"."""
+    run.write_json(run.metrics_file, {**details, "metrics": scores})
+    TensorBoardWriter(run).scalars(scores, step=step, prefix="eval/")
+    log(f"evaluated {run} ({what}, {time.time() - started:.1f} s):")
+    width = max(len(key) for key in scores)
+    for key, value in scores.items():
+        log(f"  {key:{width}s}  {value:.4f}")
+    log(f"written to {run.metrics_file}")
 
 
 class EvaluateEvery(keras.callbacks.Callback):

@@ -134,7 +134,7 @@ def evaluate(run, args) -> int:
     import time
 
     from chapters.gan_3d.data import load_volumes
-    from common.tensorboard import TensorBoardWriter
+    from common.evaluate import write_scores
     from common.voxels import shape_metrics
 
     started = time.time()
@@ -144,12 +144,6 @@ def evaluate(run, args) -> int:
     shapes = _generate(generator, fixed_latents(args.num, args.z_std, args.seed + 1, latent_dim))
     scores = shape_metrics(shapes, training)
     epoch = run.epochs_trained()
-    run.write_json(run.metrics_file, {"epoch": epoch, "samples": args.num, "training_shapes": len(training),
-                                      "seed": args.seed + 1, "metrics": scores})
-    TensorBoardWriter(run).scalars(scores, step=epoch, prefix="eval/")
-    print(f"evaluated {run} (epoch {epoch}, {args.num} generated vs {len(training)} training shapes, "
-          f"{time.time() - started:.1f} s):")
-    for key, value in scores.items():
-        print(f"  {key:28s} {value:.4f}")
-    print(f"written to {run.metrics_file}")
+    write_scores(run, scores, epoch, f"epoch {epoch}, {args.num} generated vs {len(training)} training shapes",
+                 started, {"epoch": epoch, "samples": args.num, "training_shapes": len(training), "seed": args.seed + 1})
     return 0

@@ -25,8 +25,8 @@ def evaluate(run, args, parser) -> dict:
     import numpy as np
 
     from common.checkpoints import load_model
+    from common.evaluate import write_scores
     from common.metrics import generated_metrics
-    from common.tensorboard import TensorBoardWriter
 
     generator = load_model(run.model_path("generator"), f"train first: {parser.prog} --run-dir {run}")
     res = int(generator.outputs[0].shape[1])
@@ -42,14 +42,9 @@ def evaluate(run, args, parser) -> dict:
                                kid_subsets=50, kid_subset_size=min(1000, len(real)))
     phases = run.root / "phases.json"
     images = int(json.loads(phases.read_text()).get("total_images", 0)) if phases.exists() else 0
-    run.write_json(run.metrics_file, {"resolution": res, "samples": len(real), "extractor": extractor.name,
-                                      "metrics": scores, "data": args.data or "procedural faces"})
-    TensorBoardWriter(run).scalars(scores, step=images, prefix="eval/")
-    print(f"evaluated {run} at {res}x{res} ({len(real)} samples, {extractor.name} features, "
-          f"{time.time() - started:.1f} s):")
-    for key, value in scores.items():
-        print(f"  {key:28s} {value:.4f}")
-    print(f"written to {run.metrics_file}")
+    write_scores(run, scores, images, f"{res}x{res}, {len(real)} samples, {extractor.name} features", started,
+                 {"resolution": res, "samples": len(real), "extractor": extractor.name,
+                  "data": args.data or "procedural faces"})
     return scores
 
 
