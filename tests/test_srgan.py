@@ -349,6 +349,7 @@ def test_train_after_pretrain_uses_the_runs_flags_and_starts_from_its_pretrained
         if isinstance(gan, SRGAN):
             starts.append([w.numpy() for w in gan.generator.weights])
             crops.append(args[1].hr_size)
+            assert kwargs["fresh_each_pass"]  # new random crops every epoch, not the first epoch's again
         return real_fit_gan(gan, *args, **kwargs)
 
     monkeypatch.setattr(common.train, "fit_gan", spy)
