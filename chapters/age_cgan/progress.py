@@ -40,6 +40,13 @@ class StageProgress:
         self.step.assign(step)
         self.manager.save(checkpoint_number=step)
 
+    def log_and_save(self, step: int, values: dict[str, float], reconstructions: np.ndarray) -> None:
+        """A checkpoint step of the stage: its scalars and reconstructions picture in TensorBoard, then the
+        checkpoint itself."""
+        self.scalars(values, step)
+        self.image("x_and_G(E(x), y_x)", reconstructions, step)
+        self.save(step)
+
     def scalars(self, values: dict[str, float], step: int) -> None:
         with self.writer.as_default(step=step):
             for name, value in values.items():

@@ -186,9 +186,8 @@ class Stages:
             losses.append([float(v) for v in step(tf.constant([self.args.seed, seeds.ENCODER_STEPS + i], tf.int64))])
             if (i + 1) % every == 0 or i + 1 == total:
                 latent_error, pixel_error = np.mean(losses[-every:], axis=0)
-                progress.scalars({"latent_error": latent_error, "pixel_error": pixel_error}, i + 1)
-                progress.image("x_and_G(E(x), y_x)", self.reconstructions(encoder, generator), i + 1)
-                progress.save(i + 1)
+                progress.log_and_save(i + 1, {"latent_error": latent_error, "pixel_error": pixel_error},
+                                      self.reconstructions(encoder, generator))
                 print(f"[encoder] step {i + 1}/{total}  ||E(G(z, y)) - z|| {latent_error:.3f}  "
                       f"|G(E(x), y) - x| {pixel_error:.3f}")
         self.save(encoder, "encoder")
@@ -244,9 +243,8 @@ class Stages:
             pick = np.random.default_rng([self.args.seed, i]).choice(len(images), batch, replace=False)
             losses.append(float(step(images[pick], labels[pick], targets[pick])))
             if (i + 1) % every == 0 or i + 1 == total:
-                progress.scalars({"fr_distance": np.mean(losses[-every:])}, i + 1)
-                progress.image("x_and_G(E(x), y_x)", self.reconstructions(encoder, generator), i + 1)
-                progress.save(i + 1)
+                progress.log_and_save(i + 1, {"fr_distance": np.mean(losses[-every:])},
+                                      self.reconstructions(encoder, generator))
                 print(f"[optimize] step {i + 1}/{total}  FR distance of reconstructions "
                       f"{np.mean(losses[-every:]):.3f}")
         self.save(encoder, "encoder_optimized")
