@@ -55,7 +55,7 @@ def write_scores(run: Run, scores: dict[str, float], step: int, what: str, start
     run.write_json(run.metrics_file, {**details, "metrics": scores})
     TensorBoardWriter(run).scalars(scores, step=step, prefix="eval/")
     log(f"evaluated {run} ({what}, {time.time() - started:.1f} s):")
-    width = max(len(key) for key in scores)
+    width = max((len(key) for key in scores), default=0)
     for key, value in scores.items():
         log(f"  {key:{width}s}  {value:.4f}")
     log(f"written to {run.metrics_file}")

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from chapters.vanilla_gan import models
 from common.errors import UserError
-from common.gan import GAN, ConditionalGAN
+from common.gan import GAN
 from common.layers import InstanceNormalization, MinibatchDiscrimination, Pack
 from common.losses import BinaryCrossEntropy, Hinge, Wasserstein
 from common.stabilize import Stabilizers, check, discriminator_head, discriminator_views

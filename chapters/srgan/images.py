@@ -27,7 +27,6 @@ from chapters.srgan.models import SCALE, downsample
 from common.cli import check_terminated
 from common.data.images import check_image, find_images, to_8bit, usable_images
 from common.errors import UserError
-from common.images import to_uint8
 
 if TYPE_CHECKING:
     from chapters.srgan.inference import Upscaler
