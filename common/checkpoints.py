@@ -11,9 +11,10 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from common.errors import UserError
@@ -26,6 +27,7 @@ class Checkpoints:
     def __init__(self, run: Run, items: dict[str, Any], keep: int = 3, chief: bool = True) -> None:
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = tf.train.Checkpoint(epoch=self.epoch, **items)
+        self.optimizers = [item for item in items.values() if isinstance(item, keras.optimizers.Optimizer)]
         # In a multi-worker run every worker takes part in saving; only the chief's copy is kept.
         folder = run.checkpoints if chief else Path(tempfile.mkdtemp(prefix="worker-ckpt-"))
         self.folder = folder
@@ -38,7 +40,7 @@ class Checkpoints:
 
     def restore(self, log: Callable[[str], None] = print) -> int:
         """Loads the newest complete checkpoint and returns the number of finished epochs."""
-        restore_newest(self.checkpoint, self.folder, log)
+        restore_newest(self.checkpoint, self.folder, log, optimizers=self.optimizers)
         return int(self.epoch.numpy())
 
     def save(self, epoch: int) -> str:
@@ -80,11 +82,14 @@ def checkpoint_candidates(folder: str | os.PathLike) -> list[str]:
 
 
 def restore_newest(checkpoint: tf.train.Checkpoint, folder: str | os.PathLike, log: Callable[[str], None] = print,
-                   partial: bool = False) -> str:
+                   partial: bool = False, optimizers: Sequence[keras.optimizers.Optimizer] = ()) -> str:
     """Restores the newest checkpoint in `folder` that reads; a damaged one is skipped with one line.
 
     A checkpoint that reads but does not fit the models is the user's flags, not damage: one sentence.
+    `optimizers` keep the learning rates they were built with: a checkpoint also holds the rate it trained at,
+    and `--resume RUN --lr X` means X from here on (as the run's config.json then says), not the old rate.
     """
+    rates = [keep_learning_rate(optimizer) for optimizer in optimizers]
     candidates = checkpoint_candidates(folder)
     if not candidates:
         raise UserError(f"no checkpoint in {folder} to resume from")
@@ -101,6 +106,8 @@ def restore_newest(checkpoint: tf.train.Checkpoint, folder: str | os.PathLike, l
         except (IndexError, tf.errors.OpError) as error:
             damaged.append((path, error))
         else:
+            for set_rate in rates:
+                set_rate()
             if damaged:
                 names = ", ".join(os.path.basename(p) for p, _ in damaged)
                 log(f"checkpoint {names} is damaged ({_reason(damaged[0][1])}); resumed from "
@@ -108,6 +115,16 @@ def restore_newest(checkpoint: tf.train.Checkpoint, folder: str | os.PathLike, l
             return path
     raise UserError(f"no usable checkpoint in {folder}: " + "; ".join(
         f"{os.path.basename(p)} is damaged ({_reason(e)})" for p, e in damaged) + "; start a new run")
+
+
+def keep_learning_rate(optimizer: keras.optimizers.Optimizer) -> Callable[[], None]:
+    """Reads `optimizer`'s learning rate now; the returned function sets it back (after a restore)."""
+    rate = float(np.asarray(optimizer.learning_rate))
+
+    def set_back() -> None:
+        optimizer.learning_rate = rate
+
+    return set_back
 
 
 def _is_damage(error: Exception) -> bool:

@@ -196,3 +196,15 @@ def test_evaluate_stage_scores_the_saved_generator_and_names_the_extractor(vanil
     assert scores["fid_mnist_cnn"] > 30 and scores["kid_mnist_cnn"] > 1.0
     assert "fid_mnist_cnn" in capsys.readouterr().out
 
+
+
+def test_a_learning_rate_typed_at_resume_is_the_one_trained_with_not_the_checkpoints(tmp_path):
+    import json
+
+    run_dir = tmp_path / "run"
+    assert run_main(main, [*TINY_VANILLA[2:], "--epochs", "1", "--lr", "1e-3", "--run-dir", run_dir]) == 0
+    assert run_main(main, ["--resume", run_dir, "--epochs", "2", "--lr", "1e-5"]) == 0
+    lines = [line.split(",") for line in (run_dir / "history.csv").read_text().splitlines()]
+    rates = [{key: float(value) for key, value in zip(lines[0], row) if key.startswith("lr/")} for row in lines[1:]]
+    assert rates == [{"lr/d": 1e-3, "lr/g": 1e-3}, {"lr/d": 1e-5, "lr/g": 1e-5}]
+    assert json.loads((run_dir / "config.json").read_text())["lr"] == 1e-5

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -20,6 +21,7 @@ class StageProgress:
     def __init__(self, run: Run, stage: str, items: dict[str, Any], keep: int = 2) -> None:
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.checkpoint = tf.train.Checkpoint(step=self.step, **items)
+        self.optimizers = [item for item in items.values() if isinstance(item, keras.optimizers.Optimizer)]
         self.folder = run.root / stage / "checkpoints"
         self.folder.mkdir(parents=True, exist_ok=True)
         set_aside_damaged_state(self.folder)
@@ -31,7 +33,7 @@ class StageProgress:
         """Steps already done: the newest complete checkpoint's with `resume`, else 0 (a fresh start)."""
         if not resume or not checkpoint_candidates(self.folder):
             return 0
-        restore_newest(self.checkpoint, self.folder, log)
+        restore_newest(self.checkpoint, self.folder, log, optimizers=self.optimizers)
         done = int(self.step.numpy())
         log(f"[{self.stage}] resumed at step {done} from {self.manager.latest_checkpoint or self.folder}")
         return done

@@ -218,6 +218,8 @@ class ResumePoint:
             optimizers[1].build(self.growing.discriminator(level, kind).trainable_variables)
             items.update(g_optimizer=optimizers[0], d_optimizer=optimizers[1])
         status = tf.train.Checkpoint(**items).restore(path)
+        for optimizer in optimizers or ():  # the rate typed now (config.json's), not the checkpoint's
+            optimizer.learning_rate = self.learning_rate
         self.path, self.number, self.level, self.optimizers = path, int(path.rsplit("-", 1)[1]), level, optimizers
         self.average_missing = self.average is not None and missing
         return status
