@@ -265,14 +265,25 @@ def test_pretrain_then_train_writes_both_phases(srgan_run):
     assert "eval/psnr" in (srgan_run / "pretrain" / "history.csv").read_text()
 
 
+def srgan_run_epochs(run_dir) -> int:
+    return int((run_dir / "history.csv").read_text().splitlines()[-1].split(",")[0])
+
+
 def test_evaluate_scores_bicubic_and_both_generators(srgan_run, capsys):
     import json
 
     assert run_main(main, ["--stage", "evaluate", "--run-dir", srgan_run]) == 0
-    scores = json.loads((srgan_run / "metrics.json").read_text())
-    assert set(scores) >= {"bicubic", "srgan", "srresnet"}
-    assert 20 < scores["bicubic"]["psnr"] < 40 and 0 < scores["bicubic"]["ssim"] <= 1
-    assert "chelsea.png" in capsys.readouterr().out
+    report = json.loads((srgan_run / "metrics.json").read_text())
+    scores = report["metrics"]
+    assert set(scores) == {f"{kind}_{method}" for kind in ("psnr", "ssim") for method in ("bicubic", "srgan", "srresnet")}
+    assert 20 < scores["psnr_bicubic"] < 40 and 0 < scores["ssim_bicubic"] <= 1
+    assert len(report["images"]) == 2 and report["epoch"] == srgan_run_epochs(srgan_run)
+    out = capsys.readouterr().out
+    assert "chelsea" in out and "psnr_srgan" in out and "written to" in out
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(srgan_run / "logs" / "train")).Reload().Tags()["tensors"]
+    assert {"eval/psnr_srgan", "eval/psnr_bicubic", "eval/ssim_srresnet"} <= set(tags)
 
 
 def test_upscale_an_image_smaller_than_a_tile_and_refuse_to_overwrite(srgan_run, tmp_path, capsys):

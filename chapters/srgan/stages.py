@@ -290,13 +290,20 @@ def upscale(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Seq
 
 
 def evaluate(args: argparse.Namespace, run) -> int:
-    """PSNR/SSIM on the Y channel (4-pixel border crop) of the held-out images: bicubic vs each generator."""
+    """PSNR/SSIM on the Y channel (4-pixel border crop) of the held-out images: bicubic vs each generator.
+
+    One line per image and method, then common.evaluate.write_scores' table of the means (psnr_<method>,
+    ssim_<method>) into metrics.json and TensorBoard's eval/ scalars."""
+    import time
+
     import numpy as np
 
     from chapters.srgan import images
     from chapters.srgan.models import bicubic_upscale
+    from common.evaluate import write_scores
     from common.images import to_uint8
 
+    started = time.time()
     held_out = images.load_held_out(args.eval_data, flag="--eval-data")
     generators = [(label, _upscaler(path, args.tile)) for label, path in _generators(args, run)]
     rows = {"bicubic": []}
@@ -309,13 +316,11 @@ def evaluate(args: argparse.Namespace, run) -> int:
             scores = _scores_of(guess, hr)
             rows.setdefault(label, []).append(scores)
             print(f"{name:32s} {label:9s} PSNR {scores['psnr']:6.2f} dB  SSIM {scores['ssim']:.4f}")
-    summary = {label: {k: float(np.mean([s[k] for s in scores])) for k in ("psnr", "ssim")}
-               for label, scores in rows.items()}
-    for label, scores in summary.items():
-        print(f"mean over {len(held_out)} held-out images, {label:9s}: PSNR {scores['psnr']:.2f} dB, "
-              f"SSIM {scores['ssim']:.4f} (Y channel, 4-pixel border cropped)")
-    run.write_json(run.metrics_file, {"held_out": str(args.eval_data), "images": [n for n, _ in held_out],
-                                      "protocol": "Y channel (BT.601), 4-pixel border crop, LR = bicubic 1/4",
-                                      **summary})
-    print(f"scores written to {run.metrics_file}")
+    means = {f"{kind}_{label}": float(np.mean([s[kind] for s in scores]))
+             for label, scores in rows.items() for kind in ("psnr", "ssim")}
+    epoch = run.epochs_trained()
+    protocol = "Y channel (BT.601), 4-pixel border crop, LR = bicubic 1/4"
+    write_scores(run, means, epoch, f"mean over {len(held_out)} held-out images, PSNR in dB, {protocol}", started,
+                 {"held_out": str(args.eval_data), "images": [n for n, _ in held_out], "protocol": protocol,
+                  "epoch": epoch})
     return 0
