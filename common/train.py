@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
-from typing import Callable, Sequence
+import types
+from typing import Any, Callable, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -23,12 +25,40 @@ def fixed_latents(count: int, latent_dim: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((count, latent_dim)).astype(np.float32)
 
 
-def fit_gan(gan: GAN, run: Run, args: argparse.Namespace, strategy: tf.distribute.Strategy, num_examples: int,
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How a training stage runs: the few numbers fit_gan reads, fixed once (a stage of a chapter with several,
+    e.g. SRGAN's pretraining, is the run's schedule with other epochs: `dataclasses.replace`)."""
+
+    epochs: int
+    batch_size: int
+    seed: int
+    steps_per_epoch: int | None = None  # None: one pass over the examples
+    resume: bool = False  # go on from the run's newest checkpoint
+    checkpoints_kept: int = 3
+    flags: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # TensorBoard's record of the run's flags
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "checkpoints_kept"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"Schedule.{name} must be at least 1, got {getattr(self, name)}")
+        object.__setattr__(self, "flags", types.MappingProxyType(dict(self.flags)))
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Schedule":
+        """The schedule of common.cli.base_parser's flags (--epochs, --batch-size, --seed, --steps-per-epoch,
+        --resume, --checkpoints-kept); every flag goes to TensorBoard's config text."""
+        return cls(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                   steps_per_epoch=args.steps_per_epoch or None, resume=bool(args.resume),
+                   checkpoints_kept=args.checkpoints_kept, flags=vars(args))
+
+
+def fit_gan(gan: GAN, run: Run, schedule: Schedule, strategy: tf.distribute.Strategy, num_examples: int,
             take: Callable[[tf.Tensor], Example], sample: Callable[[], np.ndarray] | None = None,
             render: Callable[[np.ndarray], np.ndarray] | None = None,
             callbacks: Sequence[keras.callbacks.Callback] = (), log: Callable[[str], None] = print,
             fresh_each_pass: bool = False) -> dict:
-    """Trains `gan` (built and compiled under `strategy`) for args.epochs; resumes when args.resume is set.
+    """Trains `gan` (built and compiled under `strategy`) for schedule.epochs; resumes when schedule.resume.
 
     `take(index)` gives example `index` of `num_examples`; with fresh_each_pass (random crops) it is called with
     pass * num_examples + index instead (see common.data.stream.training_stream).
@@ -36,26 +66,26 @@ def fit_gan(gan: GAN, run: Run, args: argparse.Namespace, strategy: tf.distribut
     Returns the logs of the last epoch ({} when the run had already finished).
     """
     chief = is_chief(strategy)
-    steps = args.steps_per_epoch or max(1, num_examples // args.batch_size)
+    steps = schedule.steps_per_epoch or max(1, num_examples // schedule.batch_size)
     with strategy.scope():
         gan.build_optimizers()
-        checkpoints = Checkpoints(run, gan.checkpoint_items(), keep=args.checkpoints_kept, chief=chief)
-    initial_epoch = checkpoints.restore(log) if args.resume else 0
+        checkpoints = Checkpoints(run, gan.checkpoint_items(), keep=schedule.checkpoints_kept, chief=chief)
+    initial_epoch = checkpoints.restore(log) if schedule.resume else 0
     run.commit_config()  # after the restore: a resume that fails leaves the run's config.json as it was
     if initial_epoch:
         log(f"resumed {run} at epoch {initial_epoch} (step {initial_epoch * steps}) from {checkpoints.latest}")
-    if initial_epoch >= args.epochs:
+    if initial_epoch >= schedule.epochs:
         log(f"{run} has already trained {initial_epoch} epochs; pass --epochs N (N > {initial_epoch}) to go on")
         return {}
 
     writer = TensorBoardWriter(run, enabled=chief)
     if not initial_epoch:
-        writer.config(vars(args))
+        writer.config(dict(schedule.flags))
         writer.graph(*gan.graph())
     if sample is None:
-        latents = fixed_latents(64, gan.latent_dim, args.seed)
+        latents = fixed_latents(64, gan.latent_dim, schedule.seed)
         sample = lambda: gan.sample(latents)  # noqa: E731
-    stream = training_stream(num_examples, take, args.batch_size, args.seed,
+    stream = training_stream(num_examples, take, schedule.batch_size, schedule.seed,
                              start_step=initial_epoch * steps, noise=gan.noise, fresh_each_pass=fresh_each_pass)
     # Order matters: nothing is saved after a NaN, and extra callbacks (e.g. evaluation) add their numbers to
     # the epoch's logs before they are written out.
@@ -63,14 +93,14 @@ def fit_gan(gan: GAN, run: Run, args: argparse.Namespace, strategy: tf.distribut
             *callbacks]
     if chief:
         keep += [LossHistory(run, writer, initial_epoch), SampleGrid(run, writer, sample, render=render)]
-    log(f"training {args.epochs - initial_epoch} epochs of {steps} steps, batch {args.batch_size}; "
+    log(f"training {schedule.epochs - initial_epoch} epochs of {steps} steps, batch {schedule.batch_size}; "
         f"run: {run}  (TensorBoard: make tensorboard)")
-    history = gan.fit(stream, epochs=args.epochs, steps_per_epoch=steps, initial_epoch=initial_epoch,
+    history = gan.fit(stream, epochs=schedule.epochs, steps_per_epoch=steps, initial_epoch=initial_epoch,
                       callbacks=keep, shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
     last = {k: float(v[-1]) for k, v in history.history.items()}
     log(f"done: {run}  last epoch: " + ", ".join(f"{k} {v:.4f}" for k, v in last.items()))
     if chief:
-        log(f"samples: {run.samples / f'epoch_{args.epochs:04d}.png'}  generator: {run.model_path('generator')}")
+        log(f"samples: {run.samples / f'epoch_{schedule.epochs:04d}.png'}  generator: {run.model_path('generator')}")
     else:
         log("this worker is not the chief: checkpoints, samples and models are written by worker 0")
     return last

@@ -22,7 +22,7 @@ from common.cli import base_parser  # noqa: E402
 from common.data import in_memory  # noqa: E402
 from common.gan import GAN  # noqa: E402
 from common.run import Run  # noqa: E402
-from common.train import fit_gan  # noqa: E402
+from common.train import Schedule, fit_gan  # noqa: E402
 
 out = Path(sys.argv[1])
 digits = np.load(Path(__file__).resolve().parents[1] / "datasets" / "mnist_8k.npz")["x"][:256]
@@ -37,7 +37,7 @@ for name, strategy in (("single", tf.distribute.get_strategy()),
     with strategy.scope():
         gan = GAN(models.build_generator(16, 32), models.build_discriminator(32), 16)
         gan.compile(models.optimizer(), models.optimizer())
-    logs = fit_gan(gan, run, args, strategy, len(digits), take, log=lambda _: None)
+    logs = fit_gan(gan, run, Schedule.from_args(args), strategy, len(digits), take, log=lambda _: None)
     weights = float(sum(np.abs(w.numpy()).sum() for w in gan.generator.weights))
     results[name] = {"replicas": strategy.num_replicas_in_sync, "logs": logs, "generator_abs_sum": weights}
 print(json.dumps(results))

@@ -359,7 +359,7 @@ def test_train_after_pretrain_uses_the_runs_flags_and_starts_from_its_pretrained
     def spy(gan, *args, **kwargs):
         if isinstance(gan, SRGAN):
             starts.append([w.numpy() for w in gan.generator.weights])
-            crops.append(args[1].hr_size)
+            crops.append(args[1].flags["hr_size"])
             assert kwargs["fresh_each_pass"]  # new random crops every epoch, not the first epoch's again
         return real_fit_gan(gan, *args, **kwargs)
 

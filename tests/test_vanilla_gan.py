@@ -164,7 +164,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     from common.errors import TrainingDiverged
     from common.gan import GAN
     from common.run import Run
-    from common.train import fit_gan
+    from common.train import Schedule, fit_gan
 
     run_dir = tmp_path / "nan"
     assert run_main(main, [*TINY_VANILLA[2:], "--epochs", "1", "--run-dir", run_dir]) == 0
@@ -175,7 +175,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     gan.compile(models.optimizer(), models.optimizer())
     poisoned = lambda index: {"real": tf.fill((28, 28, 1), float("nan"))}  # noqa: E731
     with pytest.raises(TrainingDiverged, match="d_loss became nan in epoch 2.*ckpt-1"):
-        fit_gan(gan, Run(run_dir), args, tf.distribute.get_strategy(), 100, poisoned, log=lambda _: None)
+        fit_gan(gan, Run(run_dir), Schedule.from_args(args), tf.distribute.get_strategy(), 100, poisoned, log=lambda _: None)
     assert _latest_checkpoint_number(run_dir) == 1
     assert not (run_dir / "checkpoints" / "ckpt-2.index").exists()
     assert (run_dir / "models" / "generator.keras").read_bytes() == saved

@@ -100,7 +100,7 @@ class Stages:
         from common.devices import precision_of, setup_devices
         from common.gan import ConditionalGAN
         from common.images import make_grid
-        from common.train import fixed_latents, fit_gan
+        from common.train import Schedule, fixed_latents, fit_gan
 
         args = self.args
         strategy = setup_devices(args.strategy, precision_of(args), args.seed, bf16_on_cpu=BF16_ON_CPU)
@@ -144,7 +144,7 @@ class Stages:
                         jit_compile=args.xla)
         z = np.repeat(fixed_latents(8, models.LATENT_DIM, args.seed), NUM_CLASSES, axis=0)
         ages = np.tile(np.eye(NUM_CLASSES, dtype="float32"), (8, 1))
-        fit_gan(gan, self.run, args, strategy, count, take,
+        fit_gan(gan, self.run, Schedule.from_args(args), strategy, count, take,
                 sample=lambda: gan.saved_models()["generator"].predict([z, ages], batch_size=48, verbose=0),
                 render=lambda images: make_grid(images, NUM_CLASSES))  # a row per z, a column per age
 

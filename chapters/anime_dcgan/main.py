@@ -118,7 +118,7 @@ def main(argv: Sequence[str]) -> int:
 
     from common.devices import precision_of, setup_devices
     from common.gan import GAN
-    from common.train import fit_gan
+    from common.train import Schedule, fit_gan
 
     strategy = setup_devices(args.strategy, precision_of(args), args.seed, bf16_on_cpu=BF16_ON_CPU)
     with strategy.scope():
@@ -132,7 +132,7 @@ def main(argv: Sequence[str]) -> int:
           f"weights, discriminator {discriminator.count_params():,}; labels: "
           + (f"real in [{args.label_smoothing - args.label_noise:g}, {args.label_smoothing:g}], "
              f"fake in [0, {args.label_noise:g}]" if args.label_noise else f"real {args.label_smoothing:g}, fake 0"))
-    fit_gan(gan, run, args, strategy, count, take)
+    fit_gan(gan, run, Schedule.from_args(args), strategy, count, take)
     return 0
 
 

@@ -23,7 +23,7 @@ def train(volumes, run, args) -> None:
 
     from chapters.gan_3d import models
     from common.devices import precision_of, setup_devices
-    from common.train import fit_gan
+    from common.train import Schedule, fit_gan
     from common.voxels import render_grid
 
     print(f"{len(volumes)} {args.category} shapes of {args.cube_len}³ voxels "
@@ -43,7 +43,7 @@ def train(volumes, run, args) -> None:
     def to_volumes(row: dict) -> dict:
         return {"real": tf.cast(row["real"], tf.float32)[..., None]}
 
-    fit_gan(gan, run, args, strategy, len(volumes), _take(volumes, to_volumes),
+    fit_gan(gan, run, Schedule.from_args(args), strategy, len(volumes), _take(volumes, to_volumes),
             sample=lambda: gan.sample(latents), render=lambda shapes: render_grid(shapes))
 
 

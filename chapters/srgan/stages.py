@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import time
 from pathlib import Path
@@ -107,8 +108,9 @@ def train(args: argparse.Namespace, run, data: dict) -> None:
     from chapters.srgan import models
     from common.checkpoints import checkpoint_candidates
     from common.devices import precision_of, setup_devices
-    from common.train import fit_gan
+    from common.train import Schedule, fit_gan
 
+    schedule = Schedule.from_args(args)
     strategy = setup_devices(args.strategy, precision_of(args), args.seed, bf16_on_cpu=BF16_ON_CPU)
     with strategy.scope():
         generator = models.build_generator(args.residual_blocks, bicubic_skip=args.bicubic_skip, arch=args.arch)
@@ -119,10 +121,10 @@ def train(args: argparse.Namespace, run, data: dict) -> None:
     adversarial_begun = bool(checkpoint_candidates(run.checkpoints))
     if args.pretrain_epochs and not adversarial_begun:
         phase = _Phase(run)
-        phase_args = argparse.Namespace(**{**vars(args), "epochs": args.pretrain_epochs,
-                                           "resume": "pretrain" if checkpoint_candidates(phase.checkpoints) else None})
+        pretraining = dataclasses.replace(schedule, epochs=args.pretrain_epochs,
+                                          resume=bool(checkpoint_candidates(phase.checkpoints)))
         print(f"SRResNet pretraining (pixel MSE): {phase}")
-        fit_gan(pretrain, phase, phase_args, strategy, data["count"], data["take_pretrain"],
+        fit_gan(pretrain, phase, pretraining, strategy, data["count"], data["take_pretrain"],
                 **_validation(pretrain, data, phase), callbacks=[_Scores(pretrain, data)],
                 log=_pretraining_log(args.stage), fresh_each_pass=True)
         if args.stage == "pretrain":
@@ -136,8 +138,7 @@ def train(args: argparse.Namespace, run, data: dict) -> None:
                     jit_compile=args.xla)
     print(f"SRGAN training (content loss: {content.name} + {args.adversarial_weight:g} x adversarial): {run}")
     # fit_gan restores when `resume` is set: only from this phase's own checkpoint, else it starts afresh
-    adversarial_args = argparse.Namespace(**{**vars(args), "resume": args.resume if adversarial_begun else None})
-    fit_gan(gan, run, adversarial_args, strategy, data["count"], data["take_train"], **_validation(gan, data, run),
+    fit_gan(gan, run, dataclasses.replace(schedule, resume=schedule.resume and adversarial_begun), strategy, data["count"], data["take_train"], **_validation(gan, data, run),
             callbacks=[_Scores(gan, data)], fresh_each_pass=True)
 
 

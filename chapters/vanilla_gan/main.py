@@ -54,7 +54,7 @@ def main(argv: Sequence[str]) -> int:
     from common.gan import GAN
     from common.metrics import mnist_extractor
     from common.run import open_run
-    from common.train import fit_gan, sample_stage
+    from common.train import Schedule, fit_gan, sample_stage
     from datasets import MNIST_8K
 
     if args.stage == "sample":
@@ -83,7 +83,7 @@ def main(argv: Sequence[str]) -> int:
     if args.eval_every:
         score = GeneratorScore(real, mnist_extractor(), args.eval_samples, args.seed)
         scoring.append(EvaluateEvery(score, args.eval_every, gan))
-    fit_gan(gan, run, args, strategy, len(digits), in_memory({"real": digits}, to_images), callbacks=scoring)
+    fit_gan(gan, run, Schedule.from_args(args), strategy, len(digits), in_memory({"real": digits}, to_images), callbacks=scoring)
     return 0
 
 
