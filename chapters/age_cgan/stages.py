@@ -18,6 +18,8 @@ ENCODER_PIXEL_SCALE = 10.0
 # --precision auto keeps float32 on a CPU until bfloat16's results are measured for this chapter (README).
 BF16_ON_CPU = False
 
+# what `--stage evaluate` records beside its figures: how they were measured, not scores
+SETTINGS = ("eval_samples_per_class", "refine_steps", "refine_faces")
 FR_SIZE_IRV2 = 192  # the book resizes faces to 192x192 for InceptionResNetV2
 # What each stage writes, and the stage that writes it.
 MADE_BY = {"generator": "gan", "encoder": "encoder", "encoder_optimized": "optimize"}
@@ -279,8 +281,11 @@ class Stages:
 
     def evaluate(self) -> None:
         """The figures of the issue (chapters/age_cgan/evaluation.py), on faces the GAN never saw."""
+        import json
+
         from chapters.age_cgan import evaluation as ev
         from chapters.age_cgan.data import BUCKET_NAMES, NUM_CLASSES, people_at_six_ages
+        from common.evaluate import write_scores
         from common.metrics import faces_extractor, fid
 
         args = self.args
@@ -323,22 +328,24 @@ class Stages:
                         "reconstruction_fr_distance_refined": float(np.mean(after)),
                         "refine_gain": float(np.mean(after) / np.mean(before))})
         results["targets"] = ev.targets(results)
-        self.record(results)
-        print(f"age estimator: {how}")
-        print(f"age_accuracy_real {results['age_accuracy_real']:.3f} (" + ", ".join(
-            f"{k} {v:.2f}" for k, v in results["age_accuracy_real_per_class"].items() if v is not None) + ")")
-        print(f"age_accuracy_generated {results['age_accuracy_generated']:.3f} (" + ", ".join(
-            f"{k} {v:.2f}" for k, v in results["age_accuracy_generated_per_class"].items()) + "); class read per y: "
+        # the figures in the table every chapter's evaluate prints; the settings, per-class and per-distance
+        # details and the targets beside them in metrics.json, with what the earlier stages recorded there
+        scores = {k: float(v) for k, v in results.items() if isinstance(v, (float, np.floating)) and k not in SETTINGS}
+        earlier = json.loads(self.run.metrics_file.read_text()) if self.run.metrics_file.exists() else {}
+        earlier = {k: v for k, v in earlier.items() if k != "metrics" and k not in scores}  # an older evaluate's
+        epoch = self.run.epochs_trained()
+        write_scores(self.run, scores, epoch, f"epoch {epoch}, {how}", started,
+                     {**earlier, **{k: v for k, v in results.items() if k not in scores}})
+        print("age_accuracy_real per class: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in results["age_accuracy_real_per_class"].items() if v is not None))
+        print("age_accuracy_generated per class: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in results["age_accuracy_generated_per_class"].items()) + "; class read per y: "
             + ", ".join(f"{v:.2f}" for v in results["age_class_read_generated"].values()))
-        print(f"identity_ratio {results['identity_ratio']:.3f} (same z {generated_identity['same_person']:.3f} / "
-              f"two z {generated_identity['different_people']:.3f})" +
-              (f"; identity_ratio_real {results['identity_ratio_real']:.3f}" if "identity_ratio_real" in results else ""))
-        print(f"refine_gain {results['refine_gain']:.3f} (FR distance of G(E(x), y_x) to x: {np.mean(before):.3f} -> "
-              f"{np.mean(after):.3f} after {steps} steps, {len(x)} faces)")
-        print(f"fid_faces_cnn {results['fid_faces_cnn']:.2f}")
+        print(f"identity distances: same z {generated_identity['same_person']:.3f} / two z "
+              f"{generated_identity['different_people']:.3f}; refinement: FR distance of G(E(x), y_x) to x "
+              f"{np.mean(before):.3f} -> {np.mean(after):.3f} after {steps} steps, {len(x)} faces")
         for name, target in results["targets"].items():
             print(f"target {name} {target['target']}: {'met' if target['met'] else 'MISSED'}")
-        print(f"metrics: {self.run.metrics_file}")
 
     def age_estimator(self):
         """-> (images -> class indices, description): face-api's age net on real faces, else the classifier."""
