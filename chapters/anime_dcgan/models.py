@@ -339,6 +339,6 @@ def train_faces_cnn(out, count: int = 12000, epochs: int = 14, seed: int = 1, lo
 
 
 if __name__ == "__main__":  # python -m chapters.anime_dcgan.models: retrain the shipped faces CNN
-    from pathlib import Path
+    from common.metrics import DEFAULT_FACES_CNN
 
-    train_faces_cnn(Path(__file__).resolve().parents[2] / "datasets" / "faces_cnn.keras")
+    train_faces_cnn(DEFAULT_FACES_CNN)
