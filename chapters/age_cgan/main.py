@@ -115,7 +115,7 @@ def main(argv: Sequence[str]) -> int:
     if not 0 < args.width <= 4:
         raise UserError(f"--width must be in (0, 4], got {args.width}")
     from chapters.age_cgan.stages import Stages
-    from common.run import open_run
+    from common.run import open_run, use_saved_flags
 
     if args.stage in ("gan", "all"):
         from chapters.age_cgan.data import find_wiki
@@ -125,6 +125,7 @@ def main(argv: Sequence[str]) -> int:
         stages = ["gan", "encoder", "optimize", "age"] if args.stage == "all" else ["gan"]
     else:
         run, wiki = open_run(args, parser, argv, training=False), None
+        use_saved_flags(run, args, parser, argv, ("width", "data", "num_faces"))  # the networks and faces it trained on
         stages = [args.stage]
     chapter = Stages(args, run)
     if wiki is not None:

@@ -33,12 +33,10 @@ class Stages:
         import keras
 
         self.args, self.run = args, run
-        config = run.read_config()
-        # Later stages use the flags the run was trained with (network width, data, number of faces).
-        self.width = float(config.get("width", args.width))
-        self.data = args.data or config.get("data")
-        self.num_faces = int(config.get("num_faces", args.num_faces))
-        self.train_seed = int(config.get("seed", args.seed))
+        # args holds the run's width, data and number of faces (main.py: common.run.use_saved_flags); the seed
+        # typed for a later stage draws its latents, and the faces the GAN trained on are the training seed's
+        self.width, self.data, self.num_faces = float(args.width), args.data, int(args.num_faces)
+        self.train_seed = int(run.read_config().get("seed", args.seed))
         self._cache: dict = {}
         keras.utils.set_random_seed(args.seed)
 
