@@ -35,6 +35,10 @@ TEST_WORKERS ?= 2
 test:
 	CUDA_VISIBLE_DEVICES= $(PYTHON) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
+# A target's CPU-sized flags are left out when ARGS resumes a run (--resume): the run's config.json has the flags it
+# was trained with, and typed flags would win over them (e.g. --arch paper on a run made with the book's generator).
+unless_resuming = $(if $(findstring --resume,$(ARGS)),,$(1))
+
 train-vanilla-gan:
 	$(PYTHON) chapters/vanilla_gan/main.py $(ARGS)
 
@@ -47,17 +51,17 @@ train-3d-gan:
 AGE_CGAN_CPU := --arch dcgan --width 0.5 --epochs 12 --steps-per-epoch 200 --batch-size 64 --encoder-steps 300 \
                 --optimize-steps 40 --refine-steps 60
 train-age-cgan:
-	$(PYTHON) chapters/age_cgan/main.py --stage all $(AGE_CGAN_CPU) $(ARGS)
+	$(PYTHON) chapters/age_cgan/main.py --stage all $(call unless_resuming,$(AGE_CGAN_CPU)) $(ARGS)
 
 # The DCGAN-paper pair at 32 px trains ~20x faster on a CPU than the book's pair (--arch book, the script's default).
 train-anime-dcgan:
-	$(PYTHON) chapters/anime_dcgan/main.py --arch dcgan --filters 32 $(ARGS)
+	$(PYTHON) chapters/anime_dcgan/main.py $(call unless_resuming,--arch dcgan --filters 32) $(ARGS)
 
 # 48 px crops at batch 4 with the bicubic skip: ~1.2 s a step on 2 cores; it beats bicubic within minutes.
 # The book's set-up (96 or 256 px crops, plain generator, the script's defaults) is a GPU job.
 SRGAN_CPU := --arch paper --hr-size 48 --batch-size 4 --bicubic-skip --pretrain-epochs 16 --epochs 2
 train-srgan:
-	$(PYTHON) chapters/srgan/main.py $(SRGAN_CPU) $(ARGS)
+	$(PYTHON) chapters/srgan/main.py $(call unless_resuming,$(SRGAN_CPU)) $(ARGS)
 
 train-pgan:
 	$(PYTHON) chapters/pgan/main.py $(ARGS)

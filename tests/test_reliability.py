@@ -683,3 +683,16 @@ def test_a_download_interrupted_mid_stream_leaves_nothing_and_a_rerun_finishes(t
     # A damaged file already at the destination fails its checksum and is fetched again.
     target.write_bytes(b"corrupted on disk")
     assert fetch.sha256_of(fetch.download(source.as_uri(), target, digest)) == digest
+
+
+def test_make_leaves_its_cpu_defaults_out_when_args_resume_a_run():
+    """A resumed run takes its flags from its config.json; the Makefile's CPU defaults, typed, would win over them
+    (e.g. --arch paper on an SRGAN run made with the book's generator)."""
+    for target, default in (("train-srgan", "--arch paper"), ("train-anime-dcgan", "--arch dcgan"),
+                            ("train-age-cgan", "--encoder-steps 300")):
+        make = ["make", "-n", "-C", str(ROOT), target]
+        fresh = subprocess.run(make + ["ARGS=--seed 1"], capture_output=True, text=True, timeout=30)
+        resumed = subprocess.run(make + ["ARGS=--resume runs/x"], capture_output=True, text=True, timeout=30)
+        assert fresh.returncode == 0 and resumed.returncode == 0, fresh.stderr + resumed.stderr
+        assert default in fresh.stdout and "--seed 1" in fresh.stdout
+        assert default not in resumed.stdout and "--resume runs/x" in resumed.stdout
