@@ -131,6 +131,21 @@ def unit_interval(text: str) -> float:
     return _number(text, float, "a number from 0 to 1", lambda v: 0 <= v <= 1)
 
 
+def add_scoring_flags(parser: argparse.ArgumentParser) -> None:
+    """--extractor, --inception-weights and --eval-samples: how an image chapter's --stage evaluate scores
+    (common.metrics.choose_extractor reads the first two)."""
+    score = parser.add_argument_group("scoring (--stage evaluate)")
+    score.add_argument("--extractor", choices=("auto", "inception", "faces_cnn"), default="auto",
+                       help="features for FID/KID: faces_cnn (datasets/faces_cnn.keras, a small CNN trained on the "
+                            "procedural faces, offline), inception (InceptionV3; --inception-weights FILE or the "
+                            "Keras cache), auto = inception when its ImageNet weights are at hand (that file or "
+                            "the Keras cache), else faces_cnn, saying so")
+    score.add_argument("--inception-weights", metavar="FILE", default=None,
+                       help="InceptionV3 ImageNet weights file (inception_v3_weights_tf_dim_ordering_tf_kernels.h5)")
+    score.add_argument("--eval-samples", type=int_at_least(2), default=2000, metavar="N",
+                       help="how many generated and real images the scores compare")
+
+
 def explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
     """The destinations the user actually typed (so that --resume can keep the saved ones).
 

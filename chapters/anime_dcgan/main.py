@@ -21,7 +21,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 from common import latent, stabilize  # noqa: E402
-from common.cli import base_parser, int_at_least, positive_int, run_main, unit_interval  # noqa: E402
+from common.cli import add_scoring_flags, base_parser, positive_int, run_main, unit_interval  # noqa: E402
 
 # --precision auto trains in bfloat16 on a CPU that has it: the default run steps in 42 ms instead of 70 with FID held.
 BF16_ON_CPU = True
@@ -51,16 +51,7 @@ def build_parser():
                      help="--arch dcgan: Dropout after each of the discriminator's LeakyReLUs (0 = none)")
     net.add_argument("--faces", type=positive_int, default=8000, metavar="N",
                      help="without --data: how many procedural faces make up the training set")
-    score = parser.add_argument_group("scoring (--stage evaluate)")
-    score.add_argument("--extractor", choices=("auto", "inception", "faces_cnn"), default="auto",
-                       help="features for FID/KID/IS: inception (InceptionV3, ImageNet weights from the Keras cache "
-                            "or --inception-weights), faces_cnn (the small CNN trained on the procedural faces, "
-                            "shipped as datasets/faces_cnn.keras), auto = inception when its weights "
-                            "are at hand, else faces_cnn")
-    score.add_argument("--inception-weights", metavar="FILE", default=None,
-                       help="InceptionV3 ImageNet weights file (inception_v3_weights_tf_dim_ordering_tf_kernels.h5)")
-    score.add_argument("--eval-samples", type=int_at_least(2), default=2000, metavar="N",
-                       help="how many generated and real images the scores compare")
+    add_scoring_flags(parser)
     # two defaults depend on --arch: None here, settled by arch_defaults() once --arch is known
     stabilize.add_flags(parser, label_smoothing=None, label_noise=None, chapter_defaults={
         dest: f"default: {ARCH_DEFAULTS['book'][dest]:g} with --arch book, {ARCH_DEFAULTS['dcgan'][dest]:g} with "

@@ -32,7 +32,8 @@ from chapters.pgan.schedule import (  # noqa: E402  (light: a fast --help)
     check_args, check_memory, images_spec)
 from common import latent  # noqa: E402
 from common.cli import (  # noqa: E402
-    base_parser, int_at_least, non_negative_float, non_negative_int, positive_float, positive_int, run_main)
+    add_scoring_flags, base_parser, int_at_least, non_negative_float, non_negative_int, positive_float, positive_int,
+    run_main)
 
 
 def build_parser():
@@ -88,15 +89,7 @@ def build_parser():
     walk.add_argument("--walk-steps", type=int_at_least(2), default=16, metavar="N",
                       help="points on the walk from A to B, both ends included (the GIF loops back to A)")
     walk.add_argument("--walk-method", choices=latent.METHODS, default="spherical", help="how the walk interpolates")
-    score = parser.add_argument_group("scoring (--stage evaluate)")
-    score.add_argument("--extractor", choices=("auto", "inception", "faces_cnn"), default="auto",
-                       help="features for FID/KID: faces_cnn (datasets/faces_cnn.keras, a small CNN trained on the "
-                            "procedural faces, offline), inception (InceptionV3; --inception-weights FILE or the "
-                            "Keras cache), auto = inception when --inception-weights is given, else faces_cnn")
-    score.add_argument("--inception-weights", metavar="FILE", default=None,
-                       help="InceptionV3 ImageNet weights file (inception_v3_weights_tf_dim_ordering_tf_kernels.h5)")
-    score.add_argument("--eval-samples", type=int_at_least(2), default=2000, metavar="N",
-                       help="how many generated and real images the scores compare")
+    add_scoring_flags(parser)
     latent.add_flags(parser)
     return parser
 
