@@ -98,3 +98,28 @@ def test_the_named_seed_streams_of_one_step_never_meet():
                seeds.SIX_AGES_IDENTITIES)
     assert len(set(offsets)) == len(offsets)
     assert seeds.phase_seed(3, 2) == 3002  # the measured PGAN figures used seed * 1000 + phase
+
+
+def test_a_schedule_is_built_once_from_the_flags_and_cannot_be_changed_in_place():
+    import dataclasses
+
+    import pytest
+
+    from common.cli import base_parser
+    from common.train import Schedule
+
+    args = base_parser("vanilla_gan", "", ("train",)).parse_args(
+        ["--epochs", "3", "--batch-size", "8", "--seed", "4", "--resume", "runs/x"])
+    schedule = Schedule.from_args(args)
+    assert (schedule.epochs, schedule.batch_size, schedule.seed, schedule.resume) == (3, 8, 4, True)
+    assert schedule.steps_per_epoch is None and schedule.flags["epochs"] == 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        schedule.epochs = 5
+    with pytest.raises(TypeError):
+        schedule.flags["epochs"] = 5  # the flags TensorBoard records are read-only too
+    args.epochs = 7  # a later change of the Namespace does not reach the schedule
+    assert schedule.epochs == 3 and schedule.flags["epochs"] == 3
+    longer = dataclasses.replace(schedule, epochs=16, resume=False)  # e.g. SRGAN's pretraining phase
+    assert (longer.epochs, longer.resume, longer.batch_size) == (16, False, 8)
+    with pytest.raises(ValueError, match="epochs"):
+        dataclasses.replace(schedule, epochs=0)
