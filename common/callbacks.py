@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 import math
-from typing import Callable
+from typing import Callable, Mapping
 
 import keras
 import numpy as np
@@ -27,12 +27,17 @@ class NanGuard(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        for name, value in (logs or {}).items():
-            if not math.isfinite(float(value)):
-                kept = self.checkpoints.latest or "none yet (the run had not finished an epoch)"
-                raise TrainingDiverged(
-                    f"{name} became {float(value)} in epoch {self.epoch + 1}, step {batch + 1}; nothing was saved "
-                    f"after it. Last good checkpoint: {kept}. Try a lower learning rate or another seed.")
+        check_finite(logs or {}, f"epoch {self.epoch + 1}, step {batch + 1}", self.checkpoints.latest)
+
+
+def check_finite(values: Mapping[str, float], where: str, last_checkpoint: str | None) -> None:
+    """The NaN guard of every training loop: the first non-finite loss stops the run, before anything is saved,
+    with one sentence naming the last good checkpoint (fit()'s NanGuard, PGAN's phases, Age-cGAN's stages)."""
+    for name, value in values.items():
+        if not math.isfinite(float(value)):
+            kept = last_checkpoint or "none yet (no checkpoint had been written)"
+            raise TrainingDiverged(f"{name} became {float(value)} in {where}; nothing was saved after it. Last good "
+                                   f"checkpoint: {kept}. Try a lower learning rate or another seed.")
 
 
 class SaveEveryEpoch(keras.callbacks.Callback):

@@ -375,3 +375,18 @@ def test_the_auxiliary_age_classifier_is_the_projection_heads_class_term():
     assert 0 < float(logs["g_age"]) < 10
     assert not np.allclose(np.asarray(d.get_layer("age_projection").embedding),
                            np.asarray(d0.get_layer("age_projection").embedding), atol=1e-6)
+
+
+def test_a_nan_in_the_encoder_stage_stops_it_with_exit_3_and_saves_nothing(tmp_path, capsys, monkeypatch):
+    import tensorflow as tf
+
+    import chapters.age_cgan.stages as stages
+
+    run = tmp_path / "run"
+    assert run_main(main, [*TINY, "--stage", "gan", "--run-dir", run]) == 0
+    monkeypatch.setattr(stages, "euclidean", lambda a, b: tf.fill([tf.shape(a)[0]], float("nan")))
+    capsys.readouterr()
+    assert run_main(main, [*TINY, "--stage", "encoder", "--run-dir", run]) == 3
+    err = capsys.readouterr().err
+    assert "latent_error became nan in the encoder stage, step 1" in err and "none yet" in err
+    assert not (run / "models" / "encoder.keras").exists() and not list((run / "encoder" / "checkpoints").glob("ckpt-*"))

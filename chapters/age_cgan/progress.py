@@ -38,6 +38,11 @@ class StageProgress:
         log(f"[{self.stage}] resumed at step {done} from {self.manager.latest_checkpoint or self.folder}")
         return done
 
+    @property
+    def latest(self) -> str | None:
+        """The newest checkpoint written (None before the first)."""
+        return self.manager.latest_checkpoint
+
     def save(self, step: int) -> None:
         self.step.assign(step)
         self.manager.save(checkpoint_number=step)

@@ -155,6 +155,7 @@ class Stages:
         from chapters.age_cgan import models
         from chapters.age_cgan.data import NUM_CLASSES
         from chapters.age_cgan.progress import StageProgress
+        from common.callbacks import check_finite
 
         generator = self.load("generator")
         encoder = models.build_encoder(generator.inputs[0].shape[-1], width=self.width)
@@ -183,7 +184,10 @@ class Stages:
 
         total, every, losses = self.args.encoder_steps, 100, []
         for i in range(done, total):
-            losses.append([float(v) for v in step(tf.constant([self.args.seed, seeds.ENCODER_STEPS + i], tf.int64))])
+            errors = [float(v) for v in step(tf.constant([self.args.seed, seeds.ENCODER_STEPS + i], tf.int64))]
+            check_finite(dict(zip(("latent_error", "pixel_error"), errors)), f"the encoder stage, step {i + 1}",
+                         progress.latest)
+            losses.append(errors)
             if (i + 1) % every == 0 or i + 1 == total:
                 latent_error, pixel_error = np.mean(losses[-every:], axis=0)
                 progress.log_and_save(i + 1, {"latent_error": latent_error, "pixel_error": pixel_error},
@@ -214,6 +218,7 @@ class Stages:
         from chapters.age_cgan import models
         from chapters.age_cgan.data import NUM_CLASSES
         from chapters.age_cgan.progress import StageProgress
+        from common.callbacks import check_finite
 
         encoder, generator = self.load("encoder"), self.load("generator")  # the direct prerequisite first
         fr = self.fr_model()
@@ -242,6 +247,7 @@ class Stages:
         for i in range(done, total):
             pick = np.random.default_rng([self.args.seed, i]).choice(len(images), batch, replace=False)
             losses.append(float(step(images[pick], labels[pick], targets[pick])))
+            check_finite({"fr_distance": losses[-1]}, f"the optimize stage, step {i + 1}", progress.latest)
             if (i + 1) % every == 0 or i + 1 == total:
                 progress.log_and_save(i + 1, {"fr_distance": np.mean(losses[-every:])},
                                       self.reconstructions(encoder, generator))

@@ -320,13 +320,12 @@ class Trainer:
         return last
 
     def _phase(self, index, level, kind, batch, length, step, checkpoints, writer):
-        import numpy as np
         import tensorflow as tf
 
         from chapters.pgan import models
         from common.checkpoints import explain_write_failure, save_model
         from common.data.stream import training_stream
-        from common.errors import TrainingDiverged
+        from common.callbacks import check_finite
 
         args, run, log, progress = self.args, self.run, self.log, self.progress
         res, fading = models.resolution(level), kind == "fade"
@@ -361,9 +360,7 @@ class Trainer:
                 self._fade_strip(level, float(progress.alpha.numpy()), writer)
             if done // args.tick_images > before // args.tick_images or done >= length:
                 means = {k: float(v) / steps_in_tick for k, v in sums.items()}
-                if not all(np.isfinite(list(means.values()))):
-                    raise TrainingDiverged(f"the losses became {means} at {phase_name(level, kind)}; the last good "
-                                           f"checkpoint is {checkpoints.latest}")
+                check_finite(means, f"{phase_name(level, kind)} (image {done} of the phase)", checkpoints.latest)
                 elapsed = time.time() - tick_started
                 images = int(progress.total_images.numpy())
                 scalars = {**means, "alpha": float(progress.alpha.numpy()), "resolution": res,
