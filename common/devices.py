@@ -131,3 +131,28 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     task_type, task_id = resolver.task_type, resolver.task_id
     return task_type is None or task_type == "chief" or (task_type == "worker" and task_id == 0)
+
+
+def replicas_dividing(strategy: tf.distribute.Strategy, batch_size: int, flag: str) -> int:
+    """The strategy's replicas in sync, which must divide the global batch `batch_size` (from `flag`)."""
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise UserError(f"{flag} {batch_size} does not split evenly over the {replicas} replicas of --strategy; "
+                        f"pass a multiple of {replicas}")
+    return replicas
+
+
+def replica_id() -> tf.Tensor:
+    """Which replica runs this code (0 outside tf.distribute): its draws must differ from the others'."""
+    return tf.distribute.get_replica_context().replica_id_in_sync_group
+
+
+def split_across_replicas(strategy: tf.distribute.Strategy, *arrays) -> list:
+    """Global batches (equal first axes) cut into consecutive equal slices, one per replica, for strategy.run."""
+    local = len(arrays[0]) // strategy.num_replicas_in_sync
+
+    def slicer(array):
+        return lambda context: array[context.replica_id_in_sync_group * local:
+                                     (context.replica_id_in_sync_group + 1) * local]
+
+    return [strategy.experimental_distribute_values_from_function(slicer(array)) for array in arrays]

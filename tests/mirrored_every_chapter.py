@@ -1,6 +1,6 @@
-"""One training step of every chapter's GAN stages under MirroredStrategy over two logical CPUs.
+"""One training step of every chapter's stages under MirroredStrategy over two logical CPUs (PGAN aside).
 
-    python tests/mirrored_every_chapter.py OUT_DIR [CHAPTER [FLAGS...]]   (default: every chapter, tiny flags)
+    python tests/mirrored_every_chapter.py OUT_DIR [NAME [FLAGS...]]   (default: every stage, tiny flags)
 
 Prints one JSON line, {chapter: {"code": exit code, "replicas": replicas in sync}}. Runs in its own process:
 logical devices must be configured before TensorFlow starts, and `--strategy mirrored` (all GPUs, else one CPU)
@@ -39,24 +39,31 @@ def two_cpus(name, gpus=None, log=print):
 
 devices.choose_strategy = two_cpus
 ONE_STEP = ["--strategy", "mirrored", "--epochs", "1", "--steps-per-epoch", "1"]
+AGE = ["--width", "0.125", "--num-faces", "48", "--batch-size", "8"]
+# name: (chapter, flags, run folder); Age-cGAN's encoder and optimize stages go on in its GAN stage's run
 CHAPTERS = {
-    "vanilla_gan": ["--batch-size", "16"],
-    "anime_dcgan": ["--faces", "24", "--batch-size", "4"],
-    "gan_3d": ["--cube-len", "32", "--num-shapes", "32", "--grid", "4", "--batch-size", "32"],
-    "age_cgan": ["--stage", "gan", "--width", "0.125", "--num-faces", "48", "--batch-size", "8"],
-    "srgan": ["--residual-blocks", "1", "--hr-size", "48", "--batch-size", "2", "--pretrain-epochs", "1", "--arch",
-              "paper", "--content-loss", "mse", "--bicubic-skip", "--eval-data", "tests/fixtures/srgan_held_out"],
+    "vanilla_gan": ("vanilla_gan", ["--batch-size", "16"], "vanilla_gan"),
+    "anime_dcgan": ("anime_dcgan", ["--faces", "24", "--batch-size", "4"], "anime_dcgan"),
+    "gan_3d": ("gan_3d", ["--cube-len", "32", "--num-shapes", "32", "--grid", "4", "--batch-size", "32"], "gan_3d"),
+    "age_cgan": ("age_cgan", ["--stage", "gan", *AGE], "age_cgan"),
+    "age_cgan_encoder": ("age_cgan", ["--stage", "encoder", *AGE, "--encoder-steps", "1"], "age_cgan"),
+    "age_cgan_optimize": ("age_cgan", ["--stage", "optimize", *AGE, "--optimize-steps", "1", "--optimize-batch", "4"],
+                          "age_cgan"),
+    "srgan": ("srgan", ["--residual-blocks", "1", "--hr-size", "48", "--batch-size", "2", "--pretrain-epochs", "1",
+                        "--arch", "paper", "--content-loss", "mse", "--bicubic-skip", "--eval-data",
+                        "tests/fixtures/srgan_held_out"], "srgan"),
 }
 out, results = Path(sys.argv[1]), {}
 if len(sys.argv) > 2:
-    CHAPTERS = {sys.argv[2]: CHAPTERS[sys.argv[2]] + sys.argv[3:]}
-for chapter, flags in CHAPTERS.items():
+    chapter, flags, folder = CHAPTERS[sys.argv[2]]
+    CHAPTERS = {sys.argv[2]: (chapter, flags + sys.argv[3:], folder)}
+for name, (chapter, flags, folder) in CHAPTERS.items():
     main = importlib.import_module(f"chapters.{chapter}.main").main
     before = len(replicas)
     try:
-        run_main(main, [*ONE_STEP, *flags, "--run-dir", str(out / chapter)])
+        run_main(main, [*ONE_STEP, *flags, "--run-dir", str(out / folder)])
         code = 0
     except SystemExit as exit_info:
         code = exit_info.code
-    results[chapter] = {"code": code, "replicas": replicas[before:]}
+    results[name] = {"code": code, "replicas": replicas[before:]}
 print(json.dumps(results))

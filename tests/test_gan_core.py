@@ -93,6 +93,7 @@ def test_the_named_seed_streams_of_one_step_never_meet():
         assert len(set(streams)) == len(streams) and gaps.min() >= 1 << 40
     # Age-cGAN's encoder keys start past any GAN stage's steps of the same run and stay below the streams
     assert 100_000 < seeds.ENCODER_STEPS < (1 << 40) - 10**9
+    assert seeds.REPLICA >= 2 * seeds.STABILIZER_UNIFORMS  # a replica's own keys sit above every stream
     # the run-level offsets pick different faces and latents
     offsets = (seeds.OPTIMIZE_FACES, seeds.HELD_OUT_WIKI, seeds.EVAL_LATENTS, seeds.HELD_OUT_IDENTITIES,
                seeds.SIX_AGES_IDENTITIES)

@@ -85,6 +85,16 @@ class Stages:
         images, classes = embedded_faces(count, self.train_seed + seeds.HELD_OUT_IDENTITIES)
         return images.astype("float32") / 127.5 - 1.0, classes
 
+    def strategy(self):
+        """The process's one distribution strategy (--strategy, --precision), made by the first stage that trains:
+        --stage all runs the GAN, encoder and optimize stages under the same one."""
+        if "strategy" not in self._cache:
+            from common.devices import precision_of, setup_devices
+
+            self._cache["strategy"] = setup_devices(self.args.strategy, precision_of(self.args), self.args.seed,
+                                                    bf16_on_cpu=BF16_ON_CPU)
+        return self._cache["strategy"]
+
     def fr_model(self):
         if "fr" not in self._cache:
             self._cache["fr"] = face_recognition(self.args.fr_model, self.args.fr_weights)
@@ -97,13 +107,12 @@ class Stages:
         from chapters.age_cgan import models
         from chapters.age_cgan.data import NUM_CLASSES, embedded_faces, wiki_take
         from common.data import in_memory
-        from common.devices import precision_of, setup_devices
         from common.gan import ConditionalGAN
         from common.images import make_grid
         from common.train import Schedule, fixed_latents, fit_gan
 
         args = self.args
-        strategy = setup_devices(args.strategy, precision_of(args), args.seed, bf16_on_cpu=BF16_ON_CPU)
+        strategy = self.strategy()
         if self.data:
             index = self.wiki()
             take, count = wiki_take(index), len(index.paths)
@@ -156,31 +165,42 @@ class Stages:
         from chapters.age_cgan.data import NUM_CLASSES
         from chapters.age_cgan.progress import StageProgress
         from common.callbacks import check_finite
+        from common.devices import replica_id, replicas_dividing
+        from common.gan import loss_scaled
 
-        generator = self.load("generator")
-        encoder = models.build_encoder(generator.inputs[0].shape[-1], width=self.width)
-        # the book: encoder.compile(loss=euclidean_distance_loss, optimizer="adam"), i.e. Keras' default Adam
-        optimizer = keras.optimizers.Adam(1e-3)
-        optimizer.build(encoder.trainable_variables)  # slots exist before tf.function traces the step
-        batch, latent = self.args.batch_size, generator.inputs[0].shape[-1]
+        strategy = self.strategy()
+        replicas = replicas_dividing(strategy, self.args.batch_size, "--batch-size")
+        with strategy.scope():
+            generator = self.load("generator")
+            latent = generator.inputs[0].shape[-1]
+            encoder = models.build_encoder(latent, width=self.width)
+            # the book: encoder.compile(loss=euclidean_distance_loss, optimizer="adam"), i.e. Keras' default Adam
+            optimizer = loss_scaled(keras.optimizers.Adam(1e-3))
+            optimizer.build(encoder.trainable_variables)  # slots exist before tf.function traces the step
+        batch = self.args.batch_size // replicas  # per replica
         progress = StageProgress(self.run, "encoder", {"encoder": encoder, "optimizer": optimizer})
         done = progress.restore(bool(self.args.resume))
 
-        @tf.function
-        def step(seed):
+        def replica_step(seed):
+            seed = seed + tf.constant([0, seeds.REPLICA], tf.int64) * tf.cast(replica_id(), tf.int64)
             z = tf.random.stateless_normal([batch, latent], seed)
             classes = tf.random.stateless_uniform([batch], seed + seeds.ENCODER_LABELS_SHIFT, maxval=NUM_CLASSES,
                                                   dtype=tf.int32)
             labels = tf.one_hot(classes, NUM_CLASSES)
             images = generator([z, labels], training=False)
             with tf.GradientTape() as tape:
-                encoded = encoder(images, training=True)
+                encoded = tf.cast(encoder(images, training=True), tf.float32)
                 latent_error = tf.reduce_mean(euclidean(encoded, z))
                 pixel_error = tf.reduce_mean(tf.abs(generator([encoded, labels], training=False) - images))
                 loss = latent_error + ENCODER_PIXEL_SCALE * self.args.pixel_weight * pixel_error
-            optimizer.apply_gradients(zip(tape.gradient(loss, encoder.trainable_variables),
+                scaled = optimizer.scale_loss(loss / replicas)  # the replicas' gradients are summed
+            optimizer.apply_gradients(zip(tape.gradient(scaled, encoder.trainable_variables),
                                           encoder.trainable_variables))
             return latent_error, pixel_error
+
+        @tf.function
+        def step(seed):
+            return [strategy.reduce("MEAN", error, axis=None) for error in strategy.run(replica_step, args=(seed,))]
 
         total, every, losses = self.args.encoder_steps, 100, []
         for i in range(done, total):
@@ -219,11 +239,17 @@ class Stages:
         from chapters.age_cgan.data import NUM_CLASSES
         from chapters.age_cgan.progress import StageProgress
         from common.callbacks import check_finite
+        from common.devices import replicas_dividing, split_across_replicas
+        from common.gan import loss_scaled
 
-        encoder, generator = self.load("encoder"), self.load("generator")  # the direct prerequisite first
-        fr = self.fr_model()
-        optimizer = models.optimizer()  # the book's adversarial optimizer: Adam(2e-4, beta_1=0.5, epsilon=1e-7)
-        optimizer.build(encoder.trainable_variables)
+        strategy = self.strategy()
+        replicas = replicas_dividing(strategy, self.args.optimize_batch, "--optimize-batch")
+        with strategy.scope():
+            encoder, generator = self.load("encoder"), self.load("generator")  # the direct prerequisite first
+            fr = self.fr_model()
+            # the book's adversarial optimizer: Adam(2e-4, beta_1=0.5, epsilon=1e-7)
+            optimizer = loss_scaled(models.optimizer())
+            optimizer.build(encoder.trainable_variables)
         progress = StageProgress(self.run, "optimize", {"encoder": encoder, "optimizer": optimizer})
         done = progress.restore(bool(self.args.resume))
         images, classes = self.real_faces(max(self.args.optimize_batch * 20, 256),
@@ -232,21 +258,25 @@ class Stages:
         targets = fr.predict(images, batch_size=32, verbose=0)
         batch = self.args.optimize_batch
 
-        @tf.function
-        def step(x, y, target):
+        def replica_step(x, y, target):
             with tf.GradientTape() as tape:
                 # BatchNorm stays in inference mode: fine-tuning moves the weights, not the statistics.
-                rebuilt = generator([encoder(x, training=False), y], training=False)
-                distance = tf.reduce_mean(euclidean(fr(rebuilt, training=False), target))
+                rebuilt = generator([tf.cast(encoder(x, training=False), tf.float32), y], training=False)
+                distance = tf.reduce_mean(euclidean(tf.cast(fr(rebuilt, training=False), tf.float32), target))
                 loss = distance + self.args.pixel_weight * tf.reduce_mean(tf.abs(rebuilt - x))
-            optimizer.apply_gradients(zip(tape.gradient(loss, encoder.trainable_variables),
+                scaled = optimizer.scale_loss(loss / replicas)  # the replicas' gradients are summed
+            optimizer.apply_gradients(zip(tape.gradient(scaled, encoder.trainable_variables),
                                           encoder.trainable_variables))
             return distance
+
+        @tf.function
+        def step(x, y, target):
+            return strategy.reduce("MEAN", strategy.run(replica_step, args=(x, y, target)), axis=None)
 
         total, every, losses = self.args.optimize_steps, 10, []
         for i in range(done, total):
             pick = np.random.default_rng([self.args.seed, i]).choice(len(images), batch, replace=False)
-            losses.append(float(step(images[pick], labels[pick], targets[pick])))
+            losses.append(float(step(*split_across_replicas(strategy, images[pick], labels[pick], targets[pick]))))
             check_finite({"fr_distance": losses[-1]}, f"the optimize stage, step {i + 1}", progress.latest)
             if (i + 1) % every == 0 or i + 1 == total:
                 progress.log_and_save(i + 1, {"fr_distance": np.mean(losses[-every:])},
