@@ -127,20 +127,26 @@ def make_progress():
 
 
 def make_train_step(generator, discriminator, g_opt, d_opt, fade_layers, fading: bool, args, average=(),
-                    beta: float = 0.0):
+                    beta: float = 0.0, strategy=None):
     """One compiled step: a WGAN-GP critic update (with the drift term), a generator update, then the average
     Gs <- beta * Gs + (1 - beta) * G over `average`, pairs of (Gs variable, G variable).
 
     During a fade-in the real images are blended like the generator's output (the paper's official code):
     (1 - alpha) * upsample(downsample(x)) + alpha * x, so D sees the same mix of resolutions for reals and fakes.
+    Under a tf.distribute strategy each replica runs the two updates on its slice of the batch (its own latents;
+    the minibatch standard deviation over its slice, as in the paper's multi-GPU code) and the gradients of
+    loss / replicas are summed; alpha and Gs are set outside the replicas.
     """
     import tensorflow as tf
 
+    from common.devices import replica_id
+
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
     latent_dim, gp_weight, drift = args.latent_dim, args.gp_weight, args.drift
 
-    def step(reals, seed, alpha):
-        for layer in fade_layers:
-            layer.alpha.assign(alpha)
+    def replica_step(reals, seed, alpha):
+        seed = seed + tf.constant([0, seeds.REPLICA], tf.int64) * tf.cast(replica_id(), tf.int64)
         n = tf.shape(reals)[0]
         if fading:
             low = tf.nn.avg_pool2d(reals, 2, 2, "VALID")
@@ -161,18 +167,30 @@ def make_train_step(generator, discriminator, g_opt, d_opt, fade_layers, fading:
             penalty = tf.reduce_mean(tf.square(slopes - 1.0))
             wasserstein = tf.reduce_mean(real_out) - tf.reduce_mean(fake_out)
             d_loss = -wasserstein + gp_weight * penalty + drift * tf.reduce_mean(tf.square(real_out))
+            d_share = d_loss / replicas  # the replicas' gradients are summed
         d_vars = discriminator.trainable_variables
-        d_opt.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars))
+        d_opt.apply_gradients(zip(tape.gradient(d_share, d_vars), d_vars))
         with tf.GradientTape() as tape:
             g_loss = -tf.reduce_mean(discriminator(generator(z_g, training=True), training=True))
+            g_share = g_loss / replicas
         g_vars = generator.trainable_variables
-        g_opt.apply_gradients(zip(tape.gradient(g_loss, g_vars), g_vars))
-        for smoothed, weight in average:
-            smoothed.assign(beta * smoothed + (1.0 - beta) * weight)
+        g_opt.apply_gradients(zip(tape.gradient(g_share, g_vars), g_vars))
         return {"d_loss": d_loss, "g_loss": g_loss, "gradient_penalty": penalty, "wasserstein": wasserstein,
                 "real_score": tf.reduce_mean(real_out)}
 
-    return tf.function(step, jit_compile=bool(args.xla))
+    if args.xla:  # compiled per replica, as Keras compiles a train_step
+        replica_step = tf.function(replica_step, jit_compile=True)
+
+    def step(reals, seed, alpha):
+        for layer in fade_layers:
+            layer.alpha.assign(alpha)
+        out = strategy.run(replica_step, args=(reals, seed, alpha))
+        out = {key: strategy.reduce("MEAN", value, axis=None) for key, value in out.items()}
+        for smoothed, weight in average:
+            smoothed.assign(beta * smoothed + (1.0 - beta) * weight)
+        return out
+
+    return tf.function(step)
 
 
 class ResumePoint:
@@ -232,18 +250,25 @@ class Trainer:
         self.run, self.args, self.data, self.log = run, args, data, log
 
     def train(self) -> dict:
+        from common.devices import replicas_dividing, setup_devices
+
+        args, log = self.args, self.log
+        if args.mixed_precision:
+            log("--mixed-precision: the pgan chapter trains in float32 (the gradient penalty needs it); ignored")
+        self.strategy = strategy = setup_devices(args.strategy, False, args.seed, log)
+        for res, batch in batch_sizes(args).items():
+            if res <= args.max_resolution:
+                replicas_dividing(strategy, batch, f"the {res}x{res} batch size (--batch-sizes / --batch-size)")
+        with strategy.scope():  # every layer, optimizer and variable of the growth is the strategy's
+            return self._grow()
+
+    def _grow(self) -> dict:
         from chapters.pgan import models
         from common.checkpoints import Checkpoints, restore_newest
-        from common.devices import setup_devices
         from common.tensorboard import TensorBoardWriter
         from common.train import fixed_latents
 
         args, run, log = self.args, self.run, self.log
-        if args.strategy not in ("auto", "one"):
-            raise UserError(f"the pgan chapter trains on one device; --strategy {args.strategy} is not supported")
-        if args.mixed_precision:
-            log("--mixed-precision: the pgan chapter trains in float32 (the gradient penalty needs it); ignored")
-        setup_devices("one", False, args.seed, log)
         max_level = models.level_of(args.max_resolution)
         shape = (args.latent_dim, max_level, args.max_filters, 3, args.seed, args.fmap_base)
         self.growing = growing = models.Growing(*shape)
@@ -312,7 +337,8 @@ class Trainer:
                 beta = 0.5 ** (batch / args.g_average_half_life)  # per step of `batch` images
                 fade_layers = fade_layers + ([average.fade_layers(level)[0]] if fading else [])
             checkpoints = Checkpoints(run, items, keep=args.checkpoints_kept)
-            step = make_train_step(generator, discriminator, g_opt, d_opt, fade_layers, fading, args, pairs, beta)
+            step = make_train_step(generator, discriminator, g_opt, d_opt, fade_layers, fading, args, pairs, beta,
+                                   self.strategy)
             last = self._phase(index, level, kind, batch, length, step, checkpoints, writer)
             if last is None:
                 return {}
@@ -323,9 +349,10 @@ class Trainer:
         import tensorflow as tf
 
         from chapters.pgan import models
+        from common.callbacks import check_finite
         from common.checkpoints import explain_write_failure, save_model
         from common.data.stream import training_stream
-        from common.callbacks import check_finite
+        from common.devices import split_across_replicas
 
         args, run, log, progress = self.args, self.run, self.log, self.progress
         res, fading = models.resolution(level), kind == "fade"
@@ -347,7 +374,8 @@ class Trainer:
                 return None
             alpha = min(1.0, done / length) if fading else 1.0
             seed = tf.constant([args.seed, int(progress.steps.numpy())], tf.int64)
-            out = step(next(stream)["real"], seed, tf.constant(alpha, tf.float32))
+            reals = split_across_replicas(self.strategy, next(stream)["real"])[0]
+            out = step(reals, seed, tf.constant(alpha, tf.float32))
             for key, value in out.items():
                 sums[key] = sums.get(key, 0.0) + value
             steps_in_tick += 1
