@@ -150,6 +150,8 @@ def test_stages_in_order_with_each_prerequisite_named(tmp_path, capsys):
     assert "--stage optimize" in _error(capsys)
     assert run_main(main, ["--stage", "age", "--run-dir", run]) == 2
     assert "needs --image" in _error(capsys)
+    assert run_main(main, ["--stage", "encoder", "--run-dir", run, "--strategy", "multiworker"]) == 2
+    assert "one machine" in _error(capsys)
 
     run = tmp_path / "e2e"
     assert run_main(main, [*TINY, "--stage", "gan", "--run-dir", run]) == 0

@@ -291,6 +291,8 @@ def test_bad_flags_are_one_sentence(tmp_path, capsys):
     assert "no count for 16x16" in capsys.readouterr().err
     assert run_main(main, ["--data", tmp_path / "missing"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert run_main(main, ["--strategy", "multiworker", "--run-dir", tmp_path / "r"]) == 2
+    assert "one machine" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
 def test_growing_a_finished_run_carries_its_trained_layers_into_the_new_phase(tiny_run, tmp_path, capsys):

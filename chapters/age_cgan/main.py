@@ -112,6 +112,9 @@ def main(argv: Sequence[str]) -> int:
         from common.run import output_file
 
         output_file(args.out, args.overwrite, inputs=[args.image])
+    if args.strategy == "multiworker" and args.stage in ("encoder", "optimize", "all"):
+        raise UserError("the encoder and optimize stages train on one machine (--strategy mirrored spreads them over "
+                        "its GPUs); --strategy multiworker is for --stage gan")
     if not 0 < args.width <= 4:
         raise UserError(f"--width must be in (0, 4], got {args.width}")
     from chapters.age_cgan.stages import Stages

@@ -18,8 +18,6 @@ ENCODER_PIXEL_SCALE = 10.0
 # --precision auto keeps float32 on a CPU until bfloat16's results are measured for this chapter (README).
 BF16_ON_CPU = False
 
-# what `--stage evaluate` records beside its figures: how they were measured, not scores
-SETTINGS = ("eval_samples_per_class", "refine_steps", "refine_faces")
 FR_SIZE_IRV2 = 192  # the book resizes faces to 192x192 for InceptionResNetV2
 # What each stage writes, and the stage that writes it.
 MADE_BY = {"generator": "gan", "encoder": "encoder", "encoder_optimized": "optimize"}
@@ -362,9 +360,10 @@ class Stages:
                         "reconstruction_fr_distance_refined": float(np.mean(after)),
                         "refine_gain": float(np.mean(after) / np.mean(before))})
         results["targets"] = ev.targets(results)
-        # the figures in the table every chapter's evaluate prints; the settings, per-class and per-distance
-        # details and the targets beside them in metrics.json, with what the earlier stages recorded there
-        scores = {k: float(v) for k, v in results.items() if isinstance(v, (float, np.floating)) and k not in SETTINGS}
+        # the figures (the float results) in the table every chapter's evaluate prints; the settings (ints, names),
+        # per-class and per-distance details and the targets beside them in metrics.json, with what the earlier
+        # stages recorded there
+        scores = {k: float(v) for k, v in results.items() if isinstance(v, (float, np.floating))}
         earlier = json.loads(self.run.metrics_file.read_text()) if self.run.metrics_file.exists() else {}
         earlier = {k: v for k, v in earlier.items() if k != "metrics" and k not in scores}  # an older evaluate's
         epoch = self.run.epochs_trained()

@@ -17,6 +17,9 @@ DEFAULT_FMAP_BASE = 1024  # 64 feature maps (--max-filters) up to 16x16, 32 at 3
 
 
 def check_args(args) -> None:
+    if args.strategy == "multiworker":  # every worker would write the run's checkpoints, grids and models
+        raise UserError("the pgan chapter trains on one machine (--strategy mirrored spreads it over its GPUs); "
+                        "--strategy multiworker is not supported")
     res = args.max_resolution
     if res < 8 or res > 1024 or res & (res - 1):
         raise UserError(f"--max-resolution must be a power of two from 8 to 1024, got {res}")

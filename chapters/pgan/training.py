@@ -178,9 +178,6 @@ def make_train_step(generator, discriminator, g_opt, d_opt, fade_layers, fading:
         return {"d_loss": d_loss, "g_loss": g_loss, "gradient_penalty": penalty, "wasserstein": wasserstein,
                 "real_score": tf.reduce_mean(real_out)}
 
-    if args.xla:  # compiled per replica, as Keras compiles a train_step
-        replica_step = tf.function(replica_step, jit_compile=True)
-
     def step(reals, seed, alpha):
         for layer in fade_layers:
             layer.alpha.assign(alpha)
@@ -190,7 +187,7 @@ def make_train_step(generator, discriminator, g_opt, d_opt, fade_layers, fading:
             smoothed.assign(beta * smoothed + (1.0 - beta) * weight)
         return out
 
-    return tf.function(step)
+    return tf.function(step, jit_compile=bool(args.xla))
 
 
 class ResumePoint:

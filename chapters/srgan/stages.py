@@ -122,7 +122,8 @@ def train(args: argparse.Namespace, run, data: dict) -> None:
     if args.pretrain_epochs and not adversarial_begun:
         phase = _Phase(run)
         pretraining = dataclasses.replace(schedule, epochs=args.pretrain_epochs,
-                                          resume=bool(checkpoint_candidates(phase.checkpoints)))
+                                          resume=bool(checkpoint_candidates(phase.checkpoints)),
+                                          flags={**schedule.flags, "epochs": args.pretrain_epochs})
         print(f"SRResNet pretraining (pixel MSE): {phase}")
         fit_gan(pretrain, phase, pretraining, strategy, data["count"], data["take_pretrain"],
                 **_validation(pretrain, data, phase), callbacks=[_Scores(pretrain, data)],
