@@ -57,6 +57,14 @@ CHAPTERS = {
                         "tests/fixtures/srgan_held_out"], "srgan"),
 }
 out, results = Path(sys.argv[1]), {}
+# the optimize stage's face-recognition network: any Keras embedding model (--fr-model PATH.keras); a small one
+# here, the shipped face-api network costs half a minute a step on two logical CPUs
+import keras  # noqa: E402
+
+out.mkdir(parents=True, exist_ok=True)
+face = keras.Input((32, 32, 3))
+keras.Model(face, keras.layers.Dense(8)(keras.layers.GlobalAveragePooling2D()(face))).save(out / "fr.keras")
+CHAPTERS["age_cgan_optimize"][1].extend(["--fr-model", str(out / "fr.keras")])
 if len(sys.argv) > 2:
     chapter, flags, folder = CHAPTERS[sys.argv[2]]
     CHAPTERS = {sys.argv[2]: (chapter, flags + sys.argv[3:], folder)}
