@@ -142,11 +142,6 @@ def replicas_dividing(strategy: tf.distribute.Strategy, batch_size: int, flag: s
     return replicas
 
 
-def replica_id() -> tf.Tensor:
-    """Which replica runs this code (0 outside tf.distribute): its draws must differ from the others'."""
-    return tf.distribute.get_replica_context().replica_id_in_sync_group
-
-
 def split_across_replicas(strategy: tf.distribute.Strategy, *arrays) -> list:
     """Global batches (equal first axes) cut into consecutive equal slices, one per replica, for strategy.run."""
     local = len(arrays[0]) // strategy.num_replicas_in_sync

@@ -45,6 +45,15 @@ def stream(key: tf.Tensor, offset: int) -> tf.Tensor:
     return key + tf.constant([0, offset], key.dtype)
 
 
+def replica_stream(key: tf.Tensor) -> tf.Tensor:
+    """The step key of this replica's own draws under tf.distribute: (seed, step + r * REPLICA) on replica r, so
+    replica 0 (and a single device) draws what it always did."""
+    import tensorflow as tf
+
+    replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, key.dtype)
+    return key + tf.constant([0, REPLICA], key.dtype) * replica
+
+
 def phase_seed(seed: int, phase: int) -> int:
     """PGAN's seed for phase (or layer) `phase` of a run with seed `seed`."""
     return seed * PHASES_PER_SEED + phase

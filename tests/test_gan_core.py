@@ -124,3 +124,13 @@ def test_a_schedule_is_built_once_from_the_flags_and_cannot_be_changed_in_place(
     assert (longer.epochs, longer.resume, longer.batch_size) == (16, False, 8)
     with pytest.raises(ValueError, match="epochs"):
         dataclasses.replace(schedule, epochs=0)
+
+
+def test_each_replica_draws_from_its_own_stream_and_replica_0_from_the_single_devices():
+    from common import seeds
+
+    key = tf.constant([7, 123], tf.int64)
+    np.testing.assert_array_equal(seeds.replica_stream(key).numpy(), [7, 123])  # outside tf.distribute: replica 0
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])  # one replica: the same key inside strategy.run
+    per_replica = strategy.run(tf.function(seeds.replica_stream), args=(key,))
+    np.testing.assert_array_equal(strategy.experimental_local_results(per_replica)[0].numpy(), [7, 123])

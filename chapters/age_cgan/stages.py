@@ -163,7 +163,7 @@ class Stages:
         from chapters.age_cgan.data import NUM_CLASSES
         from chapters.age_cgan.progress import StageProgress
         from common.callbacks import check_finite
-        from common.devices import replica_id, replicas_dividing
+        from common.devices import replicas_dividing
         from common.gan import loss_scaled
 
         strategy = self.strategy()
@@ -180,7 +180,7 @@ class Stages:
         done = progress.restore(bool(self.args.resume))
 
         def replica_step(seed):
-            seed = seed + tf.constant([0, seeds.REPLICA], tf.int64) * tf.cast(replica_id(), tf.int64)
+            seed = seeds.replica_stream(seed)
             z = tf.random.stateless_normal([batch, latent], seed)
             classes = tf.random.stateless_uniform([batch], seed + seeds.ENCODER_LABELS_SHIFT, maxval=NUM_CLASSES,
                                                   dtype=tf.int32)

@@ -139,14 +139,12 @@ def make_train_step(generator, discriminator, g_opt, d_opt, fade_layers, fading:
     """
     import tensorflow as tf
 
-    from common.devices import replica_id
-
     strategy = strategy or tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
     latent_dim, gp_weight, drift = args.latent_dim, args.gp_weight, args.drift
 
     def replica_step(reals, seed, alpha):
-        seed = seed + tf.constant([0, seeds.REPLICA], tf.int64) * tf.cast(replica_id(), tf.int64)
+        seed = seeds.replica_stream(seed)
         n = tf.shape(reals)[0]
         if fading:
             low = tf.nn.avg_pool2d(reals, 2, 2, "VALID")
