@@ -97,7 +97,7 @@ class LossHistory(keras.callbacks.Callback):
 
     def _learning_rates(self) -> dict[str, float]:
         rates = {}
-        for name in ("d_optimizer", "g_optimizer"):
+        for name in ("d_optimizer", "g_optimizer", "e_optimizer"):
             optimizer = getattr(self.model, name, None)
             if optimizer is not None:
                 rates[f"lr/{name.split('_')[0]}"] = float(np.asarray(optimizer.learning_rate))

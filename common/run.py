@@ -86,8 +86,27 @@ class Run:
             raise UserError(f"{self.root} is not a run directory (no config.json in it)")
         return json.loads(self.config_file.read_text())
 
+    def phase(self, name: str, models_here: bool = True) -> "Run":
+        """A training phase of this run in its own folder <run>/<name> (its checkpoints, logs, samples,
+        history.csv), made now: SRGAN's pretraining, Age-cGAN's encoder and optimize stages. Its config is this
+        run's (commit_config writes <run>/config.json), and with models_here=False it saves its models beside
+        the run's (<run>/models), where the later stages look for them."""
+        phase = _Phase(self.root / name, self)
+        if not models_here:
+            phase.models = self.models
+        return phase.create()
+
     def __str__(self) -> str:
         return str(self.root)
+
+
+class _Phase(Run):
+    def __init__(self, root: Path, run: Run) -> None:
+        super().__init__(root)
+        self.run = run
+
+    def commit_config(self) -> None:  # fit_gan calls it after the phase's restore: the whole run's config.json
+        self.run.commit_config()
 
 
 def _finite(value: Any, where: str, nulls: dict[str, str]) -> Any:

@@ -25,8 +25,8 @@ PENALTY_MIX = 2 << 40           # PGAN's gradient-penalty interpolation weights 
 ENCODER_STEPS = 1_000_000       # Age-cGAN's encoder stage: step i is keyed (seed, ENCODER_STEPS + i), away from
                                 # the GAN stage's keys of the same run seed
 ENCODER_LABELS_SHIFT = 1        # the encoder's class draw: its latent key plus one in both components
-REPLICA = 1 << 42               # replica r of a step run by hand under tf.distribute (Age-cGAN's encoder, PGAN's
-                                # phases) draws at r * REPLICA: replica 0 draws what a single device would
+REPLICA = 1 << 42               # replica r of a step run by hand under tf.distribute (PGAN's phases) draws at
+                                # r * REPLICA: replica 0 draws what a single device would
 
 # --- run-level offsets of the run seed -------------------------------------------------------------------------
 OPTIMIZE_FACES = 3              # Age-cGAN: the real faces the optimize stage fine-tunes the encoder on

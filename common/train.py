@@ -37,6 +37,8 @@ class Schedule:
     resume: bool = False  # go on from the run's newest checkpoint
     checkpoints_kept: int = 3
     flags: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # TensorBoard's record of the run's flags
+    # what a resume of a finished stage says ({run}, {epochs} and {steps} trained), naming the flag that goes on
+    finished: str = "{run} has already trained {epochs} epochs; pass --epochs N (N > {epochs}) to go on"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "checkpoints_kept"):
@@ -54,18 +56,24 @@ class Schedule:
 
 
 def fit_gan(gan: GAN, run: Run, schedule: Schedule, strategy: tf.distribute.Strategy, num_examples: int,
-            take: Callable[[tf.Tensor], Example], sample: Callable[[], np.ndarray] | None = None,
+            take: Callable[[tf.Tensor], Example] | None, sample: Callable[[], np.ndarray] | None = None,
             render: Callable[[np.ndarray], np.ndarray] | None = None,
             callbacks: Sequence[keras.callbacks.Callback] = (), log: Callable[[str], None] = print,
             fresh_each_pass: bool = False) -> dict:
     """Trains `gan` (built and compiled under `strategy`) for schedule.epochs; resumes when schedule.resume.
 
     `take(index)` gives example `index` of `num_examples`; with fresh_each_pass (random crops) it is called with
-    pass * num_examples + index instead (see common.data.stream.training_stream).
+    pass * num_examples + index instead (see common.data.stream.training_stream). take None: a stage that trains
+    on its own draws (`gan.noise`) alone, in epochs of schedule.steps_per_epoch.
+
+    `gan` is any keras.Model with the trainer's hooks GAN has: noise, build_optimizers, checkpoint_items,
+    saved_models, training_callbacks, graph, and sample (or pass `sample`).
 
     Returns the logs of the last epoch ({} when the run had already finished).
     """
     chief = is_chief(strategy)
+    if take is None and not schedule.steps_per_epoch:
+        raise ValueError("a stage without examples (take None) needs schedule.steps_per_epoch")
     steps = schedule.steps_per_epoch or max(1, num_examples // schedule.batch_size)
     with strategy.scope():
         gan.build_optimizers()
@@ -75,7 +83,7 @@ def fit_gan(gan: GAN, run: Run, schedule: Schedule, strategy: tf.distribute.Stra
     if initial_epoch:
         log(f"resumed {run} at epoch {initial_epoch} (step {initial_epoch * steps}) from {checkpoints.latest}")
     if initial_epoch >= schedule.epochs:
-        log(f"{run} has already trained {initial_epoch} epochs; pass --epochs N (N > {initial_epoch}) to go on")
+        log(schedule.finished.format(run=run, epochs=initial_epoch, steps=initial_epoch * steps))
         return {}
 
     writer = TensorBoardWriter(run, enabled=chief)
@@ -100,7 +108,8 @@ def fit_gan(gan: GAN, run: Run, schedule: Schedule, strategy: tf.distribute.Stra
     last = {k: float(v[-1]) for k, v in history.history.items()}
     log(f"done: {run}  last epoch: " + ", ".join(f"{k} {v:.4f}" for k, v in last.items()))
     if chief:
-        log(f"samples: {run.samples / f'epoch_{schedule.epochs:04d}.png'}  generator: {run.model_path('generator')}")
+        log(f"samples: {run.samples / f'epoch_{schedule.epochs:04d}.png'}  " + "  ".join(
+            f"{name}: {run.model_path(name)}" for name in gan.saved_models()))
     else:
         log("this worker is not the chief: checkpoints, samples and models are written by worker 0")
     return last

@@ -162,13 +162,20 @@ def test_stages_in_order_with_each_prerequisite_named(tmp_path, capsys):
     assert run_main(main, ["--stage", "optimize", "--run-dir", run]) == 2
     assert "--stage encoder" in _error(capsys)
     assert run_main(main, [*TINY, "--stage", "encoder", "--run-dir", run]) == 0
-    # the encoder and optimize stages keep checkpoints and TensorBoard events like the GAN stage, and resume
-    assert (run / "encoder" / "checkpoints" / "checkpoint").exists() and any((run / "logs" / "encoder").iterdir())
+    # the encoder and optimize stages are trained by fit_gan like the GAN stage, each in its own folder: checkpoints,
+    # TensorBoard events, history, a reconstruction picture per epoch; a resume keeps the stage's epoch length
+    for name in ("checkpoints/checkpoint", "history.csv", "samples/epoch_0001.png"):
+        assert (run / "encoder" / name).exists(), name
+    assert any((run / "encoder" / "logs").iterdir()) and (run / "models" / "encoder.keras").exists()
     capsys.readouterr()
     assert run_main(main, ["--stage", "encoder", "--run-dir", run, "--resume", "--encoder-steps", "5"]) == 0
-    assert "[encoder] resumed at step 3" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "epochs of 3 steps (a checkpoint each), so it trains 6 steps" in out
+    assert f"resumed {run / 'encoder'} at epoch 1 (step 3)" in out
+    assert run_main(main, ["--stage", "encoder", "--run-dir", run, "--resume", "--encoder-steps", "6"]) == 0
+    assert "has already trained 6 steps; pass --encoder-steps N (N > 6)" in capsys.readouterr().out
     assert run_main(main, [*TINY, "--stage", "optimize", "--run-dir", run]) == 0
-    assert (run / "optimize" / "checkpoints" / "checkpoint").exists() and any((run / "logs" / "optimize").iterdir())
+    assert (run / "optimize" / "checkpoints" / "checkpoint").exists() and any((run / "optimize" / "logs").iterdir())
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["optimize_fr_distance_last"] > 0 and "encoder_final_latent_error" in metrics
 
@@ -382,13 +389,13 @@ def test_the_auxiliary_age_classifier_is_the_projection_heads_class_term():
 def test_a_nan_in_the_encoder_stage_stops_it_with_exit_3_and_saves_nothing(tmp_path, capsys, monkeypatch):
     import tensorflow as tf
 
-    import chapters.age_cgan.stages as stages
+    import chapters.age_cgan.encoder_training as encoder_training
 
     run = tmp_path / "run"
     assert run_main(main, [*TINY, "--stage", "gan", "--run-dir", run]) == 0
-    monkeypatch.setattr(stages, "euclidean", lambda a, b: tf.fill([tf.shape(a)[0]], float("nan")))
+    monkeypatch.setattr(encoder_training, "euclidean", lambda a, b: tf.fill([tf.shape(a)[0]], float("nan")))
     capsys.readouterr()
     assert run_main(main, [*TINY, "--stage", "encoder", "--run-dir", run]) == 3
     err = capsys.readouterr().err
-    assert "latent_error became nan in the encoder stage, step 1" in err and "none yet" in err
+    assert "latent_error became nan in epoch 1, step 1" in err and "none yet" in err
     assert not (run / "models" / "encoder.keras").exists() and not list((run / "encoder" / "checkpoints").glob("ckpt-*"))

@@ -8,8 +8,8 @@ import signal
 import test_killed_runs as killed
 from conftest import ROOT, run_script
 
-# Age-cGAN's encoder and optimize stages run step loops of their own (chapters/age_cgan/progress.py) that keep a
-# checkpoint every 100 (encoder) or 10 (optimize) steps, numbered by step.
+# Age-cGAN's encoder and optimize stages are fit_gan stages in <run>/<stage> whose epochs are 100 (encoder) or 10
+# (optimize) steps: checkpoint N holds N epochs.
 AGE = ["--width", "0.125", "--num-faces", "48", "--batch-size", "8", "--optimize-batch", "4"]
 
 
@@ -22,12 +22,13 @@ def test_age_cgan_encoder_and_optimize_killed_in_a_checkpoint_write_and_then_at_
         dying = run_script("tests/kill_in_checkpoint_write.py", "age_cgan", 2, *AGE, "--stage", stage, steps,
                             3 * every, "--run-dir", run_dir)
         assert dying.returncode == -signal.SIGKILL, dying.stderr[-2000:]
-        assert (folder / "checkpoints" / f"ckpt-{2 * every}.index").exists() and killed._latest(folder) == every
+        assert (folder / "checkpoints" / "ckpt-2.index").exists() and killed._latest(folder) == 1
 
         kept = killed._kill_after_a_new_checkpoint([ROOT / script, *AGE, "--stage", stage, "--resume", "--run-dir",
-                                                    run_dir, steps, 10 ** 6], folder, 2 * every)
-        finished = run_script(script, *AGE, "--stage", stage, "--resume", "--run-dir", run_dir, steps, kept + every)
+                                                    run_dir, steps, 10 ** 6], folder, 2)
+        finished = run_script(script, *AGE, "--stage", stage, "--resume", "--run-dir", run_dir, steps,
+                              (kept + 1) * every)
         assert finished.returncode == 0, finished.stderr[-2000:]
-        assert f"[{stage}] resumed at step {kept}" in finished.stdout
-        assert killed._latest(folder) == kept + every
-        assert killed._checkpoint_value(folder, "optimizer/", "iterations") == kept + every  # no step lost or repeated
+        assert f"resumed {folder} at epoch {kept} (step {kept * every})" in finished.stdout
+        assert killed._latest(folder) == kept + 1
+        assert killed._checkpoint_value(folder, "optimizer/", "iterations") == (kept + 1) * every  # no step lost

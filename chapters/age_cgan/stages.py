@@ -13,8 +13,6 @@ from common import seeds
 from common.cli import PYTHON
 from common.errors import UserError
 
-# The encoder's latent error is a distance over 100 numbers (~3-10); a mean absolute pixel error is ~0.1-0.3.
-ENCODER_PIXEL_SCALE = 10.0
 # --precision auto keeps float32 on a CPU until bfloat16's results are measured for this chapter (README).
 BF16_ON_CPU = False
 
@@ -157,66 +155,55 @@ class Stages:
 
     def encoder(self) -> None:
         import keras
-        import tensorflow as tf
 
         from chapters.age_cgan import models
-        from chapters.age_cgan.data import NUM_CLASSES
-        from chapters.age_cgan.progress import StageProgress
-        from common.callbacks import check_finite
-        from common.devices import replicas_dividing
-        from common.gan import loss_scaled
+        from chapters.age_cgan.encoder_training import ENCODER_EPOCH_STEPS, EncoderTraining
 
         strategy = self.strategy()
-        replicas = replicas_dividing(strategy, self.args.batch_size, "--batch-size")
         with strategy.scope():
             generator = self.load("generator")
-            latent = generator.inputs[0].shape[-1]
-            encoder = models.build_encoder(latent, width=self.width)
+            encoder = models.build_encoder(generator.inputs[0].shape[-1], width=self.width)
+            trainer = EncoderTraining(encoder, generator, self.args.pixel_weight)
             # the book: encoder.compile(loss=euclidean_distance_loss, optimizer="adam"), i.e. Keras' default Adam
-            optimizer = loss_scaled(keras.optimizers.Adam(1e-3))
-            optimizer.build(encoder.trainable_variables)  # slots exist before tf.function traces the step
-        batch = self.args.batch_size // replicas  # per replica
-        progress = StageProgress(self.run, "encoder", {"encoder": encoder, "optimizer": optimizer})
-        done = progress.restore(bool(self.args.resume))
+            trainer.compile(e_optimizer=keras.optimizers.Adam(1e-3), jit_compile=self.args.xla)
+        last = self.fit_stage(trainer, "encoder", self.args.encoder_steps, ENCODER_EPOCH_STEPS, None, 0)
+        if last:
+            self.record({"encoder_final_latent_error": last["latent_error"],
+                         "encoder_final_pixel_error": last["pixel_error"]})
 
-        def replica_step(seed):
-            seed = seeds.replica_stream(seed)
-            z = tf.random.stateless_normal([batch, latent], seed)
-            classes = tf.random.stateless_uniform([batch], seed + seeds.ENCODER_LABELS_SHIFT, maxval=NUM_CLASSES,
-                                                  dtype=tf.int32)
-            labels = tf.one_hot(classes, NUM_CLASSES)
-            images = generator([z, labels], training=False)
-            with tf.GradientTape() as tape:
-                encoded = tf.cast(encoder(images, training=True), tf.float32)
-                latent_error = tf.reduce_mean(euclidean(encoded, z))
-                pixel_error = tf.reduce_mean(tf.abs(generator([encoded, labels], training=False) - images))
-                loss = latent_error + ENCODER_PIXEL_SCALE * self.args.pixel_weight * pixel_error
-                scaled = optimizer.scale_loss(loss / replicas)  # the replicas' gradients are summed
-            optimizer.apply_gradients(zip(tape.gradient(scaled, encoder.trainable_variables),
-                                          encoder.trainable_variables))
-            return latent_error, pixel_error
+    def fit_stage(self, trainer, stage: str, total_steps: int, epoch_steps: int, take, count: int) -> dict:
+        """Trains the encoder `stage` through common.train.fit_gan in <run>/<stage> (checkpoints, history, the
+        reconstruction grids x over G(E(x), y_x) of each epoch), its model saved beside the GAN's.
 
-        @tf.function
-        def step(seed):
-            return [strategy.reduce("MEAN", error, axis=None) for error in strategy.run(replica_step, args=(seed,))]
+        The stage's epochs are `epoch_steps` long (fewer when `total_steps` is smaller), kept in
+        <run>/<stage>/epoch.json so that a resume with another --<stage>-steps keeps the epoch it started with
+        (a step count resumes exactly only in epochs of one size); the steps are rounded up to whole epochs."""
+        import dataclasses
+        import json
 
-        total, every, losses = self.args.encoder_steps, 100, []
-        for i in range(done, total):
-            errors = [float(v) for v in step(tf.constant([self.args.seed, seeds.ENCODER_STEPS + i], tf.int64))]
-            check_finite(dict(zip(("latent_error", "pixel_error"), errors)), f"the encoder stage, step {i + 1}",
-                         progress.latest)
-            losses.append(errors)
-            if (i + 1) % every == 0 or i + 1 == total:
-                latent_error, pixel_error = np.mean(losses[-every:], axis=0)
-                progress.log_and_save(i + 1, {"latent_error": latent_error, "pixel_error": pixel_error},
-                                      self.reconstructions(encoder, generator))
-                print(f"[encoder] step {i + 1}/{total}  ||E(G(z, y)) - z|| {latent_error:.3f}  "
-                      f"|G(E(x), y) - x| {pixel_error:.3f}")
-        self.save(encoder, "encoder")
-        if losses:
-            latent_error, pixel_error = np.mean(losses[-every:], axis=0)
-            self.record({"encoder_final_latent_error": float(latent_error),
-                         "encoder_final_pixel_error": float(pixel_error)})
+        from common.checkpoints import checkpoint_candidates
+        from common.train import Schedule, fit_gan
+
+        phase, flag = self.run.phase(stage, models_here=False), f"--{stage}-steps"
+        resume = bool(self.args.resume) and bool(checkpoint_candidates(phase.checkpoints))
+        record = phase.root / "epoch.json"
+        if resume and record.exists():
+            epoch_steps = int(json.loads(record.read_text())["steps_per_epoch"])
+        else:
+            epoch_steps = min(epoch_steps, total_steps)
+            phase.write_json(record, {"steps_per_epoch": epoch_steps})
+        epochs = -(-total_steps // epoch_steps)
+        if epochs * epoch_steps != total_steps:
+            print(f"{flag} {total_steps}: the {stage} stage runs in epochs of {epoch_steps} steps (a checkpoint "
+                  f"each), so it trains {epochs * epoch_steps} steps")
+        batch = self.args.batch_size if stage == "encoder" else self.args.optimize_batch
+        schedule = dataclasses.replace(
+            Schedule.from_args(self.args), epochs=epochs, batch_size=batch, steps_per_epoch=epoch_steps,
+            resume=resume, finished=f"the {stage} stage of {{run}} has already trained {{steps}} steps; pass "
+                                    f"{flag} N (N > {{steps}}) to go on")
+        return fit_gan(trainer, phase, schedule, self.strategy(), count, take,
+                       sample=lambda: self.reconstructions(trainer.encoder, trainer.generator),
+                       render=lambda picture: picture)
 
     def reconstructions(self, encoder, generator):
         """8 held-out faces over their reconstructions G(E(x), y_x): a picture for TensorBoard."""
@@ -231,60 +218,30 @@ class Stages:
         return make_grid(np.concatenate([x, rebuilt]), columns=8)
 
     def optimize(self) -> None:
-        import tensorflow as tf
+        import csv
 
         from chapters.age_cgan import models
         from chapters.age_cgan.data import NUM_CLASSES
-        from chapters.age_cgan.progress import StageProgress
-        from common.callbacks import check_finite
-        from common.devices import replicas_dividing, split_across_replicas
-        from common.gan import loss_scaled
+        from chapters.age_cgan.encoder_training import OPTIMIZE_EPOCH_STEPS, EncoderOptimization
+        from common.data import in_memory
 
         strategy = self.strategy()
-        replicas = replicas_dividing(strategy, self.args.optimize_batch, "--optimize-batch")
         with strategy.scope():
             encoder, generator = self.load("encoder"), self.load("generator")  # the direct prerequisite first
-            fr = self.fr_model()
+            trainer = EncoderOptimization(encoder, generator, self.fr_model(), self.args.pixel_weight)
             # the book's adversarial optimizer: Adam(2e-4, beta_1=0.5, epsilon=1e-7)
-            optimizer = loss_scaled(models.optimizer())
-            optimizer.build(encoder.trainable_variables)
-        progress = StageProgress(self.run, "optimize", {"encoder": encoder, "optimizer": optimizer})
-        done = progress.restore(bool(self.args.resume))
+            trainer.compile(e_optimizer=models.optimizer(), jit_compile=self.args.xla)
         images, classes = self.real_faces(max(self.args.optimize_batch * 20, 256),
                                           self.args.seed + seeds.OPTIMIZE_FACES)
-        labels = np.eye(NUM_CLASSES, dtype="float32")[classes]
-        targets = fr.predict(images, batch_size=32, verbose=0)
-        batch = self.args.optimize_batch
-
-        def replica_step(x, y, target):
-            with tf.GradientTape() as tape:
-                # BatchNorm stays in inference mode: fine-tuning moves the weights, not the statistics.
-                rebuilt = generator([tf.cast(encoder(x, training=False), tf.float32), y], training=False)
-                distance = tf.reduce_mean(euclidean(tf.cast(fr(rebuilt, training=False), tf.float32), target))
-                loss = distance + self.args.pixel_weight * tf.reduce_mean(tf.abs(rebuilt - x))
-                scaled = optimizer.scale_loss(loss / replicas)  # the replicas' gradients are summed
-            optimizer.apply_gradients(zip(tape.gradient(scaled, encoder.trainable_variables),
-                                          encoder.trainable_variables))
-            return distance
-
-        @tf.function
-        def step(x, y, target):
-            return strategy.reduce("MEAN", strategy.run(replica_step, args=(x, y, target)), axis=None)
-
-        total, every, losses = self.args.optimize_steps, 10, []
-        for i in range(done, total):
-            pick = np.random.default_rng([self.args.seed, i]).choice(len(images), batch, replace=False)
-            losses.append(float(step(*split_across_replicas(strategy, images[pick], labels[pick], targets[pick]))))
-            check_finite({"fr_distance": losses[-1]}, f"the optimize stage, step {i + 1}", progress.latest)
-            if (i + 1) % every == 0 or i + 1 == total:
-                progress.log_and_save(i + 1, {"fr_distance": np.mean(losses[-every:])},
-                                      self.reconstructions(encoder, generator))
-                print(f"[optimize] step {i + 1}/{total}  FR distance of reconstructions "
-                      f"{np.mean(losses[-every:]):.3f}")
-        self.save(encoder, "encoder_optimized")
-        if losses:
-            self.record({"optimize_fr_distance_first": float(np.mean(losses[:every])),
-                         "optimize_fr_distance_last": float(np.mean(losses[-every:]))})
+        faces = {"x": images, "labels": np.eye(NUM_CLASSES, dtype="float32")[classes],
+                 "target": self.fr_model().predict(images, batch_size=32, verbose=0).astype("float32")}
+        last = self.fit_stage(trainer, "optimize", self.args.optimize_steps, OPTIMIZE_EPOCH_STEPS,
+                              in_memory(faces), len(images))
+        if last:
+            with open(self.run.root / "optimize" / "history.csv", newline="") as history:
+                first = next(csv.DictReader(history))  # the first epoch's mean, before the fine-tuning moved E
+            self.record({"optimize_fr_distance_first": float(first["fr_distance"]),
+                         "optimize_fr_distance_last": last["fr_distance"]})
 
     def age(self, image_path: str | None = None) -> None:
         from chapters.age_cgan.data import BUCKET_NAMES, NUM_CLASSES, load_photo
@@ -405,13 +362,6 @@ class Stages:
         self.run.write_json(self.run.metrics_file, metrics)
 
 
-def euclidean(a, b):
-    """The book's euclidean_distance_loss per example: sqrt(sum((a - b)^2))."""
-    import tensorflow as tf
-
-    return tf.sqrt(tf.reduce_sum(tf.square(tf.cast(a, tf.float32) - tf.cast(b, tf.float32)), axis=-1) + 1e-12)
-
-
 def encode_and_refine(encoder, generator, fr, x, steps: int, lr: float, pixel_weight: float, classes=None
                       ) -> "Refined":
     """z = E(x), then `steps` of Adam on z so that the reconstruction G(z, y_x) is the face x.
@@ -426,6 +376,7 @@ def encode_and_refine(encoder, generator, fr, x, steps: int, lr: float, pixel_we
     import tensorflow as tf
 
     from chapters.age_cgan.data import NUM_CLASSES
+    from chapters.age_cgan.encoder_training import euclidean
 
     eye = np.eye(NUM_CLASSES, dtype="float32")
     x = tf.constant(x, tf.float32)

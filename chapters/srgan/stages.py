@@ -120,14 +120,16 @@ def train(args: argparse.Namespace, run, data: dict) -> None:
     (run.root / "content_loss.txt").write_text(content.name + "\n")
     adversarial_begun = bool(checkpoint_candidates(run.checkpoints))
     if args.pretrain_epochs and not adversarial_begun:
-        phase = _Phase(run)
+        phase = run.phase("pretrain")
+        finished = ("{run} has already trained {epochs} epochs; pass --pretrain-epochs N (N > {epochs}) to pretrain "
+                    "longer" if args.stage == "pretrain" else
+                    "{run} has already trained its {epochs} epochs: the adversarial phase starts from its generator")
         pretraining = dataclasses.replace(schedule, epochs=args.pretrain_epochs,
                                           resume=bool(checkpoint_candidates(phase.checkpoints)),
-                                          flags={**schedule.flags, "epochs": args.pretrain_epochs})
+                                          flags={**schedule.flags, "epochs": args.pretrain_epochs}, finished=finished)
         print(f"SRResNet pretraining (pixel MSE): {phase}")
         fit_gan(pretrain, phase, pretraining, strategy, data["count"], data["take_pretrain"],
-                **_validation(pretrain, data, phase), callbacks=[_Scores(pretrain, data)],
-                log=_pretraining_log(args.stage), fresh_each_pass=True)
+                **_validation(pretrain, data, phase), callbacks=[_Scores(pretrain, data)], fresh_each_pass=True)
         if args.stage == "pretrain":
             return
     elif args.stage == "pretrain":
@@ -141,34 +143,6 @@ def train(args: argparse.Namespace, run, data: dict) -> None:
     # fit_gan restores when `resume` is set: only from this phase's own checkpoint, else it starts afresh
     fit_gan(gan, run, dataclasses.replace(schedule, resume=schedule.resume and adversarial_begun), strategy, data["count"], data["take_train"], **_validation(gan, data, run),
             callbacks=[_Scores(gan, data)], fresh_each_pass=True)
-
-
-def _Phase(run):
-    """<run>/pretrain as a Run whose commit_config() writes the whole run's config.json: fit_gan calls it right
-    after the pretraining checkpoint is restored, so a resume that fails leaves config.json as it was."""
-    from common.run import Run
-
-    class Phase(Run):
-        def commit_config(self) -> None:
-            run.commit_config()
-
-    return Phase(run.root / "pretrain").create()
-
-
-def _pretraining_log(stage: str):
-    """fit_gan's lines for the pretraining phase, whose length is --pretrain-epochs, not --epochs."""
-    import re
-
-    def log(line: str) -> None:
-        finished = re.match(r"(.*) has already trained (\d+) epochs; pass --epochs N", line)
-        if finished:
-            phase, epochs = finished.groups()
-            line = (f"{phase} has already trained {epochs} epochs; pass --pretrain-epochs N (N > {epochs}) to "
-                    "pretrain longer" if stage == "pretrain" else
-                    f"{phase} has already trained its {epochs} epochs: the adversarial phase starts from its generator")
-        print(line)
-
-    return log
 
 
 def _validation(model, data: dict, run) -> dict:

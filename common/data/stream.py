@@ -15,17 +15,25 @@ Example = dict[str, tf.Tensor]
 NoiseFn = Callable[[int, tf.Tensor], Example]
 
 
-def training_stream(num_examples: int, take: Callable[[tf.Tensor], Example], batch_size: int, seed: int,
+def training_stream(num_examples: int, take: Callable[[tf.Tensor], Example] | None, batch_size: int, seed: int,
                     start_step: int = 0, noise: NoiseFn | None = None, fresh_each_pass: bool = False
                     ) -> tf.data.Dataset:
     """Batches of `take(index)` dicts, merged with `noise(batch_size, seed_pair)` per step.
 
     fresh_each_pass: for examples drawn anew on every pass (SRGAN's random crops, keyed by their index): `take`
     then receives pass * num_examples + index, so that pass p draws other crops than pass 0 did.
+    take None: a stage that learns from its own draws alone (Age-cGAN's encoder reads G's images): the batches
+    are the noise of each step.
     """
+    seed = int(seed)
+    if take is None:
+        if noise is None:
+            raise ValueError("a training stream without examples needs the noise to draw")
+        steps = tf.data.Dataset.counter(start_step)
+        return steps.map(lambda step: noise(batch_size, tf.stack([tf.constant(seed, tf.int64), step])),
+                         num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     if num_examples < 1:
         raise ValueError("the training stream needs at least one example")
-    seed = int(seed)
 
     def one_pass(pass_index: tf.Tensor) -> tf.data.Dataset:
         order = tf.random.experimental.stateless_shuffle(
