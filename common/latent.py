@@ -8,7 +8,7 @@ Pure functions (numpy, checked by tests/test_latent.py):
   sweep                                one dimension of fixed latents swept over a range
 
 Rendering (needs the generator):
-  explore_stage(run, generator, args)  interpolation strips, arithmetic rows and one sweep grid per dimension
+  explore_stage(run, generator, Exploration)  interpolation strips, arithmetic rows and one sweep grid per dimension
                                        as PNGs under <run>/explore/ and as TensorBoard images
   latent_walk_gif(generator, path, ...)  a closed walk through several latents as an animated GIF plus a strip
 
@@ -17,6 +17,7 @@ A chapter adds the flags with `add_flags(parser)` and calls `explore_stage` for 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -139,6 +140,30 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                        help="fixed latents (rows) per sweep grid, from seeds --seed, --seed+1, ...")
 
 
+@dataclasses.dataclass(frozen=True)
+class Exploration:
+    """What `--stage explore` draws (add_flags' flags; None: the defaults around the run's seed)."""
+
+    seed: int = 0
+    interpolate_seeds: tuple[int, ...] | None = None
+    interpolate_steps: int = 10
+    arithmetic_seeds: tuple[int, ...] | None = None
+    sweep_dims: tuple[int, ...] | None = None
+    sweep_range: tuple[float, float] = (-3.0, 3.0)
+    sweep_steps: int = 9
+    sweep_rows: int = 6
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Exploration":
+        def tupled(value):
+            return None if value is None else tuple(value)
+
+        return cls(seed=int(getattr(args, "seed", 0)), interpolate_seeds=tupled(args.interpolate_seeds),
+                   interpolate_steps=args.interpolate_steps, arithmetic_seeds=tupled(args.arithmetic_seeds),
+                   sweep_dims=tupled(args.sweep_dims), sweep_range=tuple(args.sweep_range),
+                   sweep_steps=args.sweep_steps, sweep_rows=args.sweep_rows)
+
+
 def check_unconditional(generator: "keras.Model") -> int:
     """The latent size of a one-input generator; a UserError for conditional ones (two or more inputs)."""
     inputs = generator.inputs
@@ -163,7 +188,7 @@ def _strip_picture(rows: list[np.ndarray]) -> np.ndarray:
     return make_grid(np.concatenate(padded), columns)
 
 
-def explore_stage(run: "Run", generator: "keras.Model", args: argparse.Namespace,
+def explore_stage(run: "Run", generator: "keras.Model", args: Exploration,
                   log: Callable[[str], None] = print) -> dict[str, list[str]]:
     """Writes <run>/explore/{interpolation_linear,interpolation_spherical,arithmetic,sweep_dim<D>}.png,
     explore/seeds.json and TensorBoard images (explore/...); returns {kind: [paths]}."""
@@ -171,7 +196,7 @@ def explore_stage(run: "Run", generator: "keras.Model", args: argparse.Namespace
     from common.tensorboard import TensorBoardWriter
 
     latent_dim = check_unconditional(generator)
-    seed = int(getattr(args, "seed", 0))
+    seed = args.seed
     inter_seeds = list(args.interpolate_seeds or [seed, seed + 1, seed + 2])
     arith_seeds = list(args.arithmetic_seeds or range(seed + 10, seed + 16))
     dims = list(args.sweep_dims if args.sweep_dims is not None else range(min(4, latent_dim)))

@@ -115,19 +115,21 @@ def fit_gan(gan: GAN, run: Run, schedule: Schedule, strategy: tf.distribute.Stra
     return last
 
 
-def sample_stage(run: Run, args: argparse.Namespace, log: Callable[[str], None] = print) -> str:
-    """`--stage sample`: loads models/generator.keras (safe mode) and writes a grid of args.num images."""
+def sample_stage(run: Run, chapter: str, num: int, seed: int, out: str | None = None, overwrite: bool = False,
+                 log: Callable[[str], None] = print) -> str:
+    """`--stage sample`: loads models/generator.keras (safe mode) and writes a grid of `num` images of the latents
+    `seed` draws, to `out` (never over a file without `overwrite`) or <run>/samples/sample_seed<seed>.png."""
     from common.checkpoints import check_model_io, load_model
     from common.cli import PYTHON
     from common.images import save_grid
     from common.run import output_file
 
-    out = output_file(args.out, args.overwrite) if args.out else run.samples / f"sample_seed{args.seed}.png"
+    out = output_file(out, overwrite) if out else run.samples / f"sample_seed{seed}.png"
     path = run.model_path("generator")
-    generator = check_model_io(load_model(path, f"train first: {PYTHON} chapters/{args.chapter}/main.py "
+    generator = check_model_io(load_model(path, f"train first: {PYTHON} chapters/{chapter}/main.py "
                                                 f"--run-dir {run}"), path, "a generator of z", inputs=1, input_rank=2)
     latent_dim = generator.inputs[0].shape[-1]
-    images = generator.predict(fixed_latents(args.num, latent_dim, args.seed), batch_size=64, verbose=0)
+    images = generator.predict(fixed_latents(num, latent_dim, seed), batch_size=64, verbose=0)
     save_grid(out, images)
-    log(f"wrote {args.num} samples (seed {args.seed}) to {out}")
+    log(f"wrote {num} samples (seed {seed}) to {out}")
     return str(out)

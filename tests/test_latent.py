@@ -94,14 +94,14 @@ def test_sweep_changes_only_the_chosen_dimension():
         latent.sweep(base, 10, values)
 
 
-def _explore_args(**overrides) -> argparse.Namespace:
+def _explore_args(**overrides) -> "latent.Exploration":
     parser = argparse.ArgumentParser()
     latent.add_flags(parser)
     args = parser.parse_args([])
     args.seed = 0
     for key, value in overrides.items():
         setattr(args, key, value)
-    return args
+    return latent.Exploration.from_args(args)
 
 
 def test_explore_refuses_a_conditional_generator(tmp_path):

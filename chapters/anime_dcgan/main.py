@@ -82,13 +82,14 @@ def main(argv: Sequence[str]) -> int:
     from common.train import sample_stage
 
     if args.stage == "sample":
-        sample_stage(open_run(args, parser, argv, training=False), args)
+        sample_stage(open_run(args, parser, argv, training=False), args.chapter, args.num, args.seed, args.out,
+                     args.overwrite)
         return 0
     if args.stage in ("explore", "evaluate"):
         run = open_run(args, parser, argv, training=False)
         generator = load_model(run.model_path("generator"), f"train first: {parser.prog} --run-dir {run}")
         if args.stage == "explore":
-            latent.explore_stage(run, generator, args)
+            latent.explore_stage(run, generator, latent.Exploration.from_args(args))
             return 0
         from common.evaluate import GeneratorScore, evaluate_stage
 

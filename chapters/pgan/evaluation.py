@@ -15,7 +15,7 @@ def explore(run, args, parser) -> None:
     seeds = list(args.walk_seeds or (args.seed, args.seed + 1))
     latent.latent_walk_gif(generator, run.root / "explore" / f"walk_{seeds[0]}_{seeds[1]}.gif", seeds,
                            steps=args.walk_steps, method=args.walk_method, min_side=128)
-    latent.explore_stage(run, generator, args)
+    latent.explore_stage(run, generator, latent.Exploration.from_args(args))
 
 
 def evaluate(run, args, parser) -> dict:

@@ -107,7 +107,8 @@ def main(argv: Sequence[str]) -> int:
     if args.stage == "sample":
         from common.train import sample_stage
 
-        sample_stage(open_run(args, parser, argv, training=False), args)
+        sample_stage(open_run(args, parser, argv, training=False), args.chapter, args.num, args.seed, args.out,
+                     args.overwrite)
         return 0
     if args.stage == "explore":
         explore(open_run(args, parser, argv, training=False), args, parser)

@@ -58,7 +58,8 @@ def main(argv: Sequence[str]) -> int:
     from datasets import MNIST_8K
 
     if args.stage == "sample":
-        sample_stage(open_run(args, parser, argv, training=False), args)
+        sample_stage(open_run(args, parser, argv, training=False), args.chapter, args.num, args.seed, args.out,
+                     args.overwrite)
         return 0
 
     digits = load_digits(args.data or MNIST_8K)  # checked before a run folder is made
