@@ -16,7 +16,6 @@ pipeline are what a step spends beyond that. The speed-up is float32's median st
 from __future__ import annotations
 
 import time
-from argparse import Namespace
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -153,7 +152,7 @@ def age_cgan(width: float, batch: int = 32) -> Callable[[], Built]:
 
 
 def pgan(level: int = 3, batch: int = 32, max_filters: int = 64, latent_dim: int = 512) -> Callable[[], Built]:
-    """The stable phase at 4 * 2**level pixels with the chapter's CPU defaults, through its own compiled step.
+    """The stable phase at 4 * 2**level pixels with the chapter's CPU defaults, through its GrowthPhase's step.
 
     Under mixed_bfloat16 the chapter's networks end in a bfloat16 layer (toRGB, the score), and the step mixes
     their outputs with float32 reals (`reals + eps * (fakes - reals)`), so here both networks are wrapped in a
@@ -164,7 +163,7 @@ def pgan(level: int = 3, batch: int = 32, max_filters: int = 64, latent_dim: int
         from keras import layers
 
         from chapters.pgan import models
-        from chapters.pgan.training import make_train_step
+        from chapters.pgan.phase import GrowthPhase
         from common.flops import gan_step_flops
 
         keras.utils.set_random_seed(0)
@@ -175,16 +174,17 @@ def pgan(level: int = 3, batch: int = 32, max_filters: int = 64, latent_dim: int
             g = keras.Model(z, layers.Activation("linear", dtype="float32")(g(z)), name="generator_f32")
             image = keras.Input(d.inputs[0].shape[1:])
             d = keras.Model(image, layers.Activation("linear", dtype="float32")(d(image)), name="discriminator_f32")
-        args = Namespace(latent_dim=latent_dim, gp_weight=10.0, drift=0.001, xla=False)
-        step = make_train_step(g, d, models.optimizer(), models.optimizer(), [], False, args)
+        phase = GrowthPhase(g, d, g, models.optimizer(), models.optimizer(), {}, False, tf.Variable(1.0), 10.0, 0.001)
+        phase.build_optimizers()
+        step = tf.function(phase.train_step)
         res = models.resolution(level)
         reals = tf.constant(_images(np.random.default_rng(0), (res, res, 3), batch))
-        alpha = tf.constant(1.0)
         counter = [0]
 
         def run() -> None:
             counter[0] += 1
-            logs = step(reals, tf.constant([0, counter[0]], tf.int64), alpha)
+            noise = phase.noise(batch, tf.constant([0, counter[0]], tf.int64))
+            logs = step({"real": reals, **noise})
             float(logs["d_loss"])
 
         return Built(run, gan_step_flops(g, d, batch, wgan_gp=True))

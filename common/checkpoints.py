@@ -137,14 +137,14 @@ def _reason(error: Exception) -> str:
 
 
 @contextlib.contextmanager
-def explain_write_failure(run: Run, what: str, checkpoints: Checkpoints) -> Iterator[None]:
+def explain_write_failure(run: Run, what: str, last_checkpoint: str | None) -> Iterator[None]:
     """Turns a failed write (disk full, quota, a vanished mount) into one sentence saying what was kept."""
     try:
         yield
     except (OSError, tf.errors.OpError) as error:
         reason = getattr(error, "strerror", None) or str(getattr(error, "message", error)).split(";")[-1].strip()
         raise UserError(f"could not save {what} in {run} ({reason}); the last complete checkpoint is kept "
-                        f"({checkpoints.latest or 'none yet'}): free some space, then continue with --resume "
+                        f"({last_checkpoint or 'none yet'}): free some space, then continue with --resume "
                         f"{run}") from None
 
 

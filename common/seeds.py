@@ -25,8 +25,6 @@ PENALTY_MIX = 2 << 40           # PGAN's gradient-penalty interpolation weights 
 ENCODER_STEPS = 1_000_000       # Age-cGAN's encoder stage: step i is keyed (seed, ENCODER_STEPS + i), away from
                                 # the GAN stage's keys of the same run seed
 ENCODER_LABELS_SHIFT = 1        # the encoder's class draw: its latent key plus one in both components
-REPLICA = 1 << 42               # replica r of a step run by hand under tf.distribute (PGAN's phases) draws at
-                                # r * REPLICA: replica 0 draws what a single device would
 
 # --- run-level offsets of the run seed -------------------------------------------------------------------------
 OPTIMIZE_FACES = 3              # Age-cGAN: the real faces the optimize stage fine-tunes the encoder on
@@ -34,8 +32,8 @@ HELD_OUT_WIKI = 7               # Age-cGAN on IMDB-WIKI: the faces its evaluatio
 EVAL_LATENTS = 11               # Age-cGAN: the latents of the generated faces its evaluation scores
 HELD_OUT_IDENTITIES = 10_000    # Age-cGAN's embedded faces: procedural people the GAN never saw in training
 SIX_AGES_IDENTITIES = 20_000    # Age-cGAN's embedded faces: the people drawn at six ages for the identity ratio
-PHASES_PER_SEED = 1000          # PGAN: phase i of a run (its image order, its layers' initial weights) is seeded
-                                # seed * 1000 + i
+PHASES_PER_SEED = 1000          # PGAN: phase i of a run (its image order and step keys, its layers' initial
+                                # weights) is seeded seed * 1000 + i
 
 
 def stream(key: tf.Tensor, offset: int) -> tf.Tensor:
@@ -43,15 +41,6 @@ def stream(key: tf.Tensor, offset: int) -> tf.Tensor:
     import tensorflow as tf  # here, so that the names above load without TensorFlow (a fast --help)
 
     return key + tf.constant([0, offset], key.dtype)
-
-
-def replica_stream(key: tf.Tensor) -> tf.Tensor:
-    """The step key of this replica's own draws under tf.distribute: (seed, step + r * REPLICA) on replica r, so
-    replica 0 (and a single device) draws what it always did."""
-    import tensorflow as tf
-
-    replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, key.dtype)
-    return key + tf.constant([0, REPLICA], key.dtype) * replica
 
 
 def phase_seed(seed: int, phase: int) -> int:

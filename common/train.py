@@ -37,6 +37,9 @@ class Schedule:
     resume: bool = False  # go on from the run's newest checkpoint
     checkpoints_kept: int = 3
     flags: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # TensorBoard's record of the run's flags
+    # epochs of the run counted before this stage (PGAN numbers its checkpoints on across its growth phases): the
+    # stage trains epochs first_epoch + 1 .. epochs, its data and noise from its own step 0
+    first_epoch: int = 0
     # what a resume of a finished stage says ({run}, {epochs} and {steps} trained), naming the flag that goes on
     finished: str = "{run} has already trained {epochs} epochs; pass --epochs N (N > {epochs}) to go on"
 
@@ -59,7 +62,7 @@ def fit_gan(gan: GAN, run: Run, schedule: Schedule, strategy: tf.distribute.Stra
             take: Callable[[tf.Tensor], Example] | None, sample: Callable[[], np.ndarray] | None = None,
             render: Callable[[np.ndarray], np.ndarray] | None = None,
             callbacks: Sequence[keras.callbacks.Callback] = (), log: Callable[[str], None] = print,
-            fresh_each_pass: bool = False) -> dict:
+            fresh_each_pass: bool = False, resumed_at: int | None = None) -> dict:
     """Trains `gan` (built and compiled under `strategy`) for schedule.epochs; resumes when schedule.resume.
 
     `take(index)` gives example `index` of `num_examples`; with fresh_each_pass (random crops) it is called with
@@ -68,6 +71,9 @@ def fit_gan(gan: GAN, run: Run, schedule: Schedule, strategy: tf.distribute.Stra
 
     `gan` is any keras.Model with the trainer's hooks GAN has: noise, build_optimizers, checkpoint_items,
     saved_models, training_callbacks, graph, and sample (or pass `sample`).
+
+    resumed_at: the caller has restored the stage itself (PGAN's checkpoints hold the layers of every level grown so
+    far) and it goes on after this epoch; fit_gan then does not restore.
 
     Returns the logs of the last epoch ({} when the run had already finished).
     """
@@ -78,9 +84,12 @@ def fit_gan(gan: GAN, run: Run, schedule: Schedule, strategy: tf.distribute.Stra
     with strategy.scope():
         gan.build_optimizers()
         checkpoints = Checkpoints(run, gan.checkpoint_items(), keep=schedule.checkpoints_kept, chief=chief)
-    initial_epoch = checkpoints.restore(log) if schedule.resume else 0
+    if resumed_at is not None:
+        initial_epoch = resumed_at
+    else:
+        initial_epoch = checkpoints.restore(log) if schedule.resume else 0
     run.commit_config()  # after the restore: a resume that fails leaves the run's config.json as it was
-    if initial_epoch:
+    if initial_epoch and resumed_at is None:
         log(f"resumed {run} at epoch {initial_epoch} (step {initial_epoch * steps}) from {checkpoints.latest}")
     if initial_epoch >= schedule.epochs:
         log(schedule.finished.format(run=run, epochs=initial_epoch, steps=initial_epoch * steps))
@@ -94,7 +103,8 @@ def fit_gan(gan: GAN, run: Run, schedule: Schedule, strategy: tf.distribute.Stra
         latents = fixed_latents(64, gan.latent_dim, schedule.seed)
         sample = lambda: gan.sample(latents)  # noqa: E731
     stream = training_stream(num_examples, take, schedule.batch_size, schedule.seed,
-                             start_step=initial_epoch * steps, noise=gan.noise, fresh_each_pass=fresh_each_pass)
+                             start_step=(initial_epoch - schedule.first_epoch) * steps, noise=gan.noise,
+                             fresh_each_pass=fresh_each_pass).take((schedule.epochs - initial_epoch) * steps)
     # Order matters: nothing is saved after a NaN, and extra callbacks (e.g. evaluation) add their numbers to
     # the epoch's logs before they are written out.
     keep = [*gan.training_callbacks(), NanGuard(checkpoints), SaveEveryEpoch(checkpoints, run, gan.saved_models(), chief),

@@ -93,7 +93,6 @@ def test_the_named_seed_streams_of_one_step_never_meet():
         assert len(set(streams)) == len(streams) and gaps.min() >= 1 << 40
     # Age-cGAN's encoder keys start past any GAN stage's steps of the same run and stay below the streams
     assert 100_000 < seeds.ENCODER_STEPS < (1 << 40) - 10**9
-    assert seeds.REPLICA >= 2 * seeds.STABILIZER_UNIFORMS  # a replica's own keys sit above every stream
     # the run-level offsets pick different faces and latents
     offsets = (seeds.OPTIMIZE_FACES, seeds.HELD_OUT_WIKI, seeds.EVAL_LATENTS, seeds.HELD_OUT_IDENTITIES,
                seeds.SIX_AGES_IDENTITIES)
@@ -126,11 +125,17 @@ def test_a_schedule_is_built_once_from_the_flags_and_cannot_be_changed_in_place(
         dataclasses.replace(schedule, epochs=0)
 
 
-def test_each_replica_draws_from_its_own_stream_and_replica_0_from_the_single_devices():
-    from common import seeds
+def test_a_stream_without_examples_is_the_noise_of_each_step_from_the_start_step():
+    """A stage that learns from its own draws (Age-cGAN's encoder): batch s is noise(batch, (seed, s)), so a resumed
+    stage draws what an unbroken one would."""
+    import pytest
 
-    key = tf.constant([7, 123], tf.int64)
-    np.testing.assert_array_equal(seeds.replica_stream(key).numpy(), [7, 123])  # outside tf.distribute: replica 0
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])  # one replica: the same key inside strategy.run
-    per_replica = strategy.run(tf.function(seeds.replica_stream), args=(key,))
-    np.testing.assert_array_equal(strategy.experimental_local_results(per_replica)[0].numpy(), [7, 123])
+    from common.data.stream import training_stream
+
+    def noise(batch_size, key):
+        return {"key": tf.tile(key[None], [batch_size, 1])}
+
+    batches = list(training_stream(0, None, 4, 7, start_step=3, noise=noise).take(2))
+    assert [b["key"].numpy().tolist() for b in batches] == [[[7, 3]] * 4, [[7, 4]] * 4]
+    with pytest.raises(ValueError, match="noise"):
+        training_stream(0, None, 4, 7)

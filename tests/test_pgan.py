@@ -165,13 +165,14 @@ def test_a_tiny_growth_run_4_to_8_writes_grids_strip_models_and_tensorboard(tiny
     assert generator.output_shape == (None, 8, 8, 3)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(next((tiny_run / "logs" / "train").glob("events.out.tfevents.*"))),
-                              size_guidance={"tensors": 0})
+    events = EventAccumulator(str(tiny_run / "logs" / "train"), size_guidance={"tensors": 0})  # every phase's file
     events.Reload()
     tags = set(events.Tags()["tensors"])
-    assert {"alpha", "resolution", "images_per_second", "d_loss", "g_loss"} <= tags
-    resolutions = [float(tf.make_ndarray(event.tensor_proto)) for event in events.Tensors("resolution")]
-    assert 4.0 in resolutions and 8.0 in resolutions
+    assert {"progress/alpha", "progress/resolution", "progress/images_per_second", "d_loss", "g_loss"} <= tags
+    resolutions = [float(tf.make_ndarray(event.tensor_proto)) for event in events.Tensors("progress/resolution")]
+    assert resolutions == [4.0] * 2 + [8.0] * 6  # a row per tick: numbered on across the phases
+    history = (tiny_run / "history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in history[1:]] == [str(tick) for tick in range(1, 9)]
 
 
 def test_resume_in_the_middle_of_a_fade_in_restores_alpha_and_resolution(tiny_run, tmp_path, capsys):
@@ -213,7 +214,7 @@ def test_a_nan_loss_stops_with_exit_3_and_keeps_the_last_good_checkpoint_and_mod
     capsys.readouterr()
     assert run_main(main, ["--resume", run_dir]) == 3
     err = capsys.readouterr().err
-    assert "training stopped: d_loss became nan in 8x8 fade-in" in err and f"Last good checkpoint: {good}." in err
+    assert "training stopped: d_loss became nan in epoch 3, step 1" in err and f"Last good checkpoint: {good}." in err
     assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")) == good
     assert not (run_dir / "checkpoints" / f"ckpt-{number + 1}.index").exists()
     assert (run_dir / "models" / "generator.keras").read_bytes() == saved
@@ -237,7 +238,7 @@ def test_a_full_disk_mid_growth_is_one_sentence_and_the_run_resumes_from_the_las
     capsys.readouterr()
     assert run_main(main, ["--resume", run_dir]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: could not save checkpoint ")
+    assert len(err) == 1 and err[0].startswith("error: could not save epoch 3 ")  # a tick is an epoch of fit()
     assert "No space left on device" in err[0] and good in err[0] and f"--resume {run_dir}" in err[0]
     assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")) == good
     monkeypatch.setattr(tf.train.Checkpoint, "_write", original)
@@ -314,19 +315,20 @@ def test_growing_a_finished_run_carries_its_trained_layers_into_the_new_phase(ti
 
 def test_a_run_killed_in_a_new_phase_before_its_first_checkpoint_resumes_with_the_trained_layers(
         tmp_path, capsys, monkeypatch):
-    import chapters.pgan.training as pgan
+    import chapters.pgan.phase as phase
 
     run_dir = tmp_path / "killed"
-    real_step = pgan.make_train_step
+    real_phase = phase.GrowthPhase
 
-    def killed_at_8x8(generator, *rest):  # a kill (Ctrl-C, SIGTERM) as the 8x8 fade-in starts
-        if generator.output_shape[1] == 8:
-            raise KeyboardInterrupt
-        return real_step(generator, *rest)
+    class KilledAt8x8(real_phase):  # a kill (Ctrl-C, SIGTERM) as the 8x8 fade-in starts
+        def __init__(self, generator, *rest, **kwargs):
+            if generator.output_shape[1] == 8:
+                raise KeyboardInterrupt
+            super().__init__(generator, *rest, **kwargs)
 
-    monkeypatch.setattr(pgan, "make_train_step", killed_at_8x8)
+    monkeypatch.setattr(phase, "GrowthPhase", KilledAt8x8)
     assert run_main(main, [*TINY, "--run-dir", run_dir]) == 130
-    monkeypatch.setattr(pgan, "make_train_step", real_step)
+    monkeypatch.setattr(phase, "GrowthPhase", real_phase)
     progress = _progress(run_dir)  # the last checkpoint is the 4x4 phase's end
     assert progress["phase"] == 0 and progress["phase_images"] == 64 and progress["total_images"] == 64
     saved = _saved_layers(run_dir)  # 4x4 stable

@@ -61,7 +61,8 @@ def build_parser():
                       help="stop with a checkpoint once the run has shown N real images in all (e.g. to time-box "
                            "a session); --resume goes on from there, mid-phase")
     grow.add_argument("--tick-images", type=positive_int, default=2000, metavar="N",
-                      help="log to TensorBoard and write a checkpoint every N images (and at every phase's end)")
+                      help="a tick: log to TensorBoard and write a checkpoint and a grid every N images (rounded "
+                           "to whole steps; each phase is rounded up to whole ticks)")
     net = parser.add_argument_group("networks and loss")
     net.add_argument("--latent-dim", type=positive_int, default=512, help="size of the generator's input noise z")
     net.add_argument("--max-filters", type=positive_int, default=64, metavar="F",

@@ -1,5 +1,6 @@
-"""PGAN's training: the real images at every resolution, the WGAN-GP step, and the Trainer that runs the phases
-with checkpoints every --tick-images images and an exact resume, even mid-fade."""
+"""PGAN's training: the real images at every resolution and the Trainer that grows the networks phase by phase,
+each phase a common.train.fit_gan run of its GrowthPhase (chapters/pgan/phase.py) in ticks of about --tick-images
+images (one checkpoint each, numbered on across the phases), with an exact resume, even mid-fade."""
 from __future__ import annotations
 
 import time
@@ -126,66 +127,11 @@ def make_progress():
     return Progress()
 
 
-def make_train_step(generator, discriminator, g_opt, d_opt, fade_layers, fading: bool, args, average=(),
-                    beta: float = 0.0, strategy=None):
-    """One compiled step: a WGAN-GP critic update (with the drift term), a generator update, then the average
-    Gs <- beta * Gs + (1 - beta) * G over `average`, pairs of (Gs variable, G variable).
-
-    During a fade-in the real images are blended like the generator's output (the paper's official code):
-    (1 - alpha) * upsample(downsample(x)) + alpha * x, so D sees the same mix of resolutions for reals and fakes.
-    Under a tf.distribute strategy each replica runs the two updates on its slice of the batch (its own latents;
-    the minibatch standard deviation over its slice, as in the paper's multi-GPU code) and the gradients of
-    loss / replicas are summed; alpha and Gs are set outside the replicas.
-    """
-    import tensorflow as tf
-
-    strategy = strategy or tf.distribute.get_strategy()
-    replicas = strategy.num_replicas_in_sync
-    latent_dim, gp_weight, drift = args.latent_dim, args.gp_weight, args.drift
-
-    def replica_step(reals, seed, alpha):
-        seed = seeds.replica_stream(seed)
-        n = tf.shape(reals)[0]
-        if fading:
-            low = tf.nn.avg_pool2d(reals, 2, 2, "VALID")
-            low = tf.repeat(tf.repeat(low, 2, axis=1), 2, axis=2)  # nearest-neighbour upsampling
-            reals = (1.0 - alpha) * low + alpha * reals
-        z_d = tf.random.stateless_normal([n, latent_dim], seed=seed)
-        z_g = tf.random.stateless_normal([n, latent_dim], seed=seeds.stream(seed, seeds.G_LATENT))
-        eps = tf.random.stateless_uniform([n, 1, 1, 1], seed=seeds.stream(seed, seeds.PENALTY_MIX))
-        fakes = generator(z_d, training=True)
-        with tf.GradientTape() as tape:
-            real_out = discriminator(reals, training=True)
-            fake_out = discriminator(fakes, training=True)
-            mixed = reals + eps * (fakes - reals)
-            with tf.GradientTape() as inner:
-                inner.watch(mixed)
-                mixed_out = discriminator(mixed, training=True)
-            slopes = tf.sqrt(tf.reduce_sum(tf.square(inner.gradient(mixed_out, mixed)), axis=[1, 2, 3]) + 1e-8)
-            penalty = tf.reduce_mean(tf.square(slopes - 1.0))
-            wasserstein = tf.reduce_mean(real_out) - tf.reduce_mean(fake_out)
-            d_loss = -wasserstein + gp_weight * penalty + drift * tf.reduce_mean(tf.square(real_out))
-            d_share = d_loss / replicas  # the replicas' gradients are summed
-        d_vars = discriminator.trainable_variables
-        d_opt.apply_gradients(zip(tape.gradient(d_share, d_vars), d_vars))
-        with tf.GradientTape() as tape:
-            g_loss = -tf.reduce_mean(discriminator(generator(z_g, training=True), training=True))
-            g_share = g_loss / replicas
-        g_vars = generator.trainable_variables
-        g_opt.apply_gradients(zip(tape.gradient(g_share, g_vars), g_vars))
-        return {"d_loss": d_loss, "g_loss": g_loss, "gradient_penalty": penalty, "wasserstein": wasserstein,
-                "real_score": tf.reduce_mean(real_out)}
-
-    def step(reals, seed, alpha):
-        for layer in fade_layers:
-            layer.alpha.assign(alpha)
-        out = strategy.run(replica_step, args=(reals, seed, alpha))
-        out = {key: strategy.reduce("MEAN", value, axis=None) for key, value in out.items()}
-        for smoothed, weight in average:
-            smoothed.assign(beta * smoothed + (1.0 - beta) * weight)
-        return out
-
-    return tf.function(step, jit_compile=bool(args.xla))
+def phase_ticks(length: int, batch: int, tick_images: int) -> tuple[int, int]:
+    """(steps per tick, ticks) of a phase of `length` images: a checkpoint every tick of about --tick-images images
+    (whole steps), the phase rounded up to whole ticks (alpha reaches 1 at `length` images, the rest is stable)."""
+    steps = max(1, -(-tick_images // batch))
+    return steps, max(1, -(-length // (steps * batch)))
 
 
 class ResumePoint:
@@ -239,7 +185,7 @@ class ResumePoint:
 
 
 class Trainer:
-    """Runs the phases in order; checkpoints every --tick-images images and at every phase's end."""
+    """Runs the phases in order, restoring the newest checkpoint first with --resume (ResumePoint)."""
 
     def __init__(self, run, args, data: TrainingData, log=print) -> None:
         self.run, self.args, self.data, self.log = run, args, data, log
@@ -259,7 +205,8 @@ class Trainer:
 
     def _grow(self) -> dict:
         from chapters.pgan import models
-        from common.checkpoints import Checkpoints, restore_newest
+        from chapters.pgan.phase import GrowthPhase
+        from common.checkpoints import restore_newest
         from common.tensorboard import TensorBoardWriter
         from common.train import fixed_latents
 
@@ -270,31 +217,28 @@ class Trainer:
         # Gs: the same layers with the same initial weights (same seed), an average of G's from then on
         average = models.Growing(*shape) if args.g_average_half_life else None
         self.sampler = average or growing  # what the grids show and models/generator.keras holds
-        phases, sizes = phase_list(max_level), batch_sizes(args)
+        self.phases, sizes = phase_list(max_level), batch_sizes(args)
         progress = self.progress = make_progress()
-        writer = TensorBoardWriter(run)
         self.latents = fixed_latents(64, args.latent_dim, args.seed)
+        self.writer = TensorBoardWriter(run)  # the fade-in strips and the phases' last grids
         resumed = None
         if args.resume is not None:
-            resumed = ResumePoint(growing, progress, phases, self._length, args.max_resolution, args.learning_rate,
-                                  average)
+            resumed = ResumePoint(growing, progress, self.phases, self._length, args.max_resolution,
+                                  args.learning_rate, average)
             restore_newest(resumed, run.checkpoints, log)
             run.commit_config()  # the flags typed now are the run's from here on (a failed resume changed nothing)
-        else:
-            writer.config(vars(args))
-        self.tick = resumed.number if resumed else 0  # checkpoint numbers rise across phases
         first = int(progress.phase.numpy())
         if resumed and not resumed.optimizers:
             first += 1  # the checkpoint was written at the end of that phase (its grid and models are saved)
-        if first >= len(phases):
+        if first >= len(self.phases):
             log(f"{run} has finished growing to {args.max_resolution}x{args.max_resolution}; pass a larger "
                 "--max-resolution to grow further")
             return {}
-        log(f"training {len(phases) - first} phases up to {args.max_resolution}x{args.max_resolution} on "
+        log(f"training {len(self.phases) - first} phases up to {args.max_resolution}x{args.max_resolution} on "
             f"{self.data.count} images; run: {run}  (TensorBoard: make tensorboard)")
         last: dict = {}
-        for index in range(first, len(phases)):
-            level, kind = phases[index]
+        for index in range(first, len(self.phases)):
+            level, kind = self.phases[index]
             res, fading = models.resolution(level), kind == "fade"
             batch, length = sizes[res], self._length(level, kind)
             generator, discriminator = growing.generator(level, kind), growing.discriminator(level, kind)
@@ -331,101 +275,97 @@ class Trainer:
                          for a, w in zip(items["average_layers"][name].weights, layer.weights)]
                 beta = 0.5 ** (batch / args.g_average_half_life)  # per step of `batch` images
                 fade_layers = fade_layers + ([average.fade_layers(level)[0]] if fading else [])
-            checkpoints = Checkpoints(run, items, keep=args.checkpoints_kept)
-            step = make_train_step(generator, discriminator, g_opt, d_opt, fade_layers, fading, args, pairs, beta,
-                                   self.strategy)
-            last = self._phase(index, level, kind, batch, length, step, checkpoints, writer)
+            phase = GrowthPhase(generator, discriminator, self.sampler.generator(level, kind), g_opt, d_opt, items,
+                                fading, progress.alpha, args.gp_weight, args.drift)
+            phase.compile(jit_compile=bool(args.xla))
+            last = self._phase(index, level, kind, batch, length, phase, fade_layers, pairs, beta)
             if last is None:
                 return {}
         log(f"done: {run}  final grid: {self.final_grid}  generator: {run.model_path('generator')}")
         return last
 
-    def _phase(self, index, level, kind, batch, length, step, checkpoints, writer):
+    def _first_tick(self, index: int) -> int:
+        """The checkpoints (ticks) of the phases before phase `index`: checkpoint numbers run on across phases."""
+        from chapters.pgan import models
+
+        sizes, ticks = batch_sizes(self.args), 0
+        for level, kind in self.phases[:index]:
+            ticks += phase_ticks(self._length(level, kind), sizes[models.resolution(level)], self.args.tick_images)[1]
+        return ticks
+
+    def _phase(self, index, level, kind, batch, length, phase, fade_layers, pairs, beta):
+        """Phase `index` through common.train.fit_gan: one epoch per tick (a checkpoint, a grid, a history row and the
+        TensorBoard scalars each), its step the GrowthPhase's, the growth's bookkeeping in its callbacks."""
+        from chapters.pgan import models
+        from chapters.pgan.phase import GeneratorAverage, GrowthProgress
         import tensorflow as tf
 
-        from chapters.pgan import models
-        from common.callbacks import check_finite
         from common.checkpoints import explain_write_failure, save_model
-        from common.data.stream import training_stream
-        from common.devices import split_across_replicas
+        from common.images import save_png
+        from common.train import Schedule, fit_gan
 
         args, run, log, progress = self.args, self.run, self.log, self.progress
-        res, fading = models.resolution(level), kind == "fade"
-        done = int(progress.phase_images.numpy())
+        res = models.resolution(level)
+        done, total = int(progress.phase_images.numpy()), int(progress.total_images.numpy())
+        steps, ticks = phase_ticks(length, batch, args.tick_images)
+        first_tick = self._first_tick(index)
+        if done % (steps * batch):
+            raise UserError(f"the run's checkpoint stops {done} images into {phase_name(level, kind)}, not at a tick "
+                            f"of {steps * batch} images (--tick-images {args.tick_images}, batch {batch}); resume it "
+                            "with the --tick-images it was trained with")
         count, take = self.data.take(res)
         if count < batch:
             raise UserError(f"{count} training images are fewer than one batch of {batch} at {res}x{res}")
-        stream = iter(training_stream(count, take, batch, seeds.phase_seed(args.seed, index), start_step=done // batch))
-        log(f"phase {index + 1}: {phase_name(level, kind)}, batch {batch}, {length} images"
-            + (f" (from image {done})" if done else ""))
-        sums, steps_in_tick, tick_started = {}, 0, time.time()
-        seconds_before = float(progress.phase_seconds.numpy())
-        phase_started, cpu_started = time.time(), time.process_time()
-        while done < length:
-            if args.stop_after_images is not None and int(progress.total_images.numpy()) >= args.stop_after_images:
-                self._checkpoint(checkpoints, seconds_before + time.time() - phase_started)
-                log(f"stopped after {int(progress.total_images.numpy())} images (--stop-after-images) at "
-                    f"{phase_name(level, kind)}, alpha {float(progress.alpha.numpy()):.3f}; --resume goes on")
-                return None
-            alpha = min(1.0, done / length) if fading else 1.0
-            seed = tf.constant([args.seed, int(progress.steps.numpy())], tf.int64)
-            reals = split_across_replicas(self.strategy, next(stream)["real"])[0]
-            out = step(reals, seed, tf.constant(alpha, tf.float32))
-            for key, value in out.items():
-                sums[key] = sums.get(key, 0.0) + value
-            steps_in_tick += 1
-            before, done = done, done + batch
-            progress.phase_images.assign(done)
-            progress.total_images.assign_add(batch)
-            progress.steps.assign_add(1)
-            progress.alpha.assign(min(1.0, done / length) if fading else 1.0)
-            if fading and before < length // 2 <= done:
-                self._fade_strip(level, float(progress.alpha.numpy()), writer)
-            if done // args.tick_images > before // args.tick_images or done >= length:
-                means = {k: float(v) / steps_in_tick for k, v in sums.items()}
-                check_finite(means, f"{phase_name(level, kind)} (image {done} of the phase)", checkpoints.latest)
-                elapsed = time.time() - tick_started
-                images = int(progress.total_images.numpy())
-                scalars = {**means, "alpha": float(progress.alpha.numpy()), "resolution": res,
-                           "images_per_second": steps_in_tick * batch / max(elapsed, 1e-9), "phase": index}
-                writer.scalars(scalars, step=images)
-                writer.image("samples/latest", self._picture(self.sampler.generator(level, kind)), step=images)
-                if done < length:  # the phase's end writes its own checkpoint below
-                    self._checkpoint(checkpoints, seconds_before + time.time() - phase_started)
-                log(f"  {res}x{res} {kind:6s} {done:>7d}/{length} img  alpha {scalars['alpha']:.3f}  "
-                    f"d {means['d_loss']:8.4f}  g {means['g_loss']:8.4f}  gp {means['gradient_penalty']:.4f}  "
-                    f"{scalars['images_per_second']:.0f} img/s")
-                sums, steps_in_tick, tick_started = {}, 0, time.time()
-        seconds = seconds_before + time.time() - phase_started
-        generator = self.sampler.generator(level, kind)
-        picture = self._picture(generator)
+        if args.stop_after_images is not None and total >= args.stop_after_images:
+            # a checkpoint at the phase's start (number first_tick + 1: the previous phase's end stays as it was)
+            self._checkpoint(phase.checkpoint_items(), first_tick + 1)
+            log(f"stopped after {total} images (--stop-after-images) at {phase_name(level, kind)}, alpha "
+                f"{float(progress.alpha.numpy()):.3f}; --resume goes on")
+            return None
+        growth = GrowthProgress(progress, length, batch, fade_layers, res, index, stop_after=args.stop_after_images,
+                                at_half=lambda alpha, tick: self._fade_strip(level, alpha, tick))
+        phase.growth_callbacks = [growth] + ([GeneratorAverage(pairs, beta)] if pairs else [])
+        schedule = Schedule(epochs=first_tick + ticks, batch_size=batch, seed=seeds.phase_seed(args.seed, index),
+                            steps_per_epoch=steps, checkpoints_kept=args.checkpoints_kept, flags=vars(args),
+                            first_epoch=first_tick)
+        log(f"phase {index + 1}: {phase_name(level, kind)}, batch {batch}, {length} images in {ticks} ticks of "
+            f"{steps * batch}" + (f" (from image {done})" if done else ""))
+        cpu_started = time.process_time()
+        fit_gan(phase, run, schedule, self.strategy, count, take, sample=lambda: self._picture(phase.sampler),
+                render=lambda picture: picture, resumed_at=first_tick + done // (steps * batch))
+        if growth.stopped and growth.done < ticks * steps * batch:
+            log(f"stopped after {growth.total} images (--stop-after-images) at {phase_name(level, kind)}, alpha "
+                f"{growth.alpha():.3f}; --resume goes on")
+            return None
+        picture = self._picture(phase.sampler)
         name = f"{index:02d}_{res}x{res}_{kind}"
-        from common.images import save_png
-
         self.final_grid = save_png(run.samples / f"{name}.png", picture)
-        images = int(progress.total_images.numpy())
-        writer.image("samples/phase_end", picture, step=images)
-        writer.image(f"samples/{name}", picture, step=images)
-        with explain_write_failure(run, f"the models of phase {name}", checkpoints):
-            save_model(generator, run.model_path("generator"))
-            save_model(self.growing.discriminator(level, kind), run.model_path("discriminator"))
-        self._checkpoint(checkpoints, seconds)
-        self._record_phase(index, level, kind, length, seconds, time.process_time() - cpu_started)
-        log(f"phase {index + 1} done in {seconds:.1f} s: {self.final_grid}")
-        return {"phase": name, "seconds": seconds}
+        # the models at the phase's end (every tick would cost ~0.25 s each, a tick is ~10 s at 4x4)
+        last_checkpoint = tf.train.latest_checkpoint(str(run.checkpoints))
+        with explain_write_failure(run, f"the models of phase {name}", last_checkpoint):
+            for model_name, model in phase.phase_models().items():
+                save_model(model, run.model_path(model_name))
+        self.writer.image("samples/phase_end", picture, step=first_tick + ticks)
+        self.writer.image(f"samples/{name}", picture, step=first_tick + ticks)
+        self._record_phase(index, level, kind, growth.done, growth.seconds, time.process_time() - cpu_started)
+        log(f"phase {index + 1} done in {growth.seconds:.1f} s: {self.final_grid}")
+        if growth.stopped:
+            log(f"stopped after {growth.total} images (--stop-after-images) at the end of {phase_name(level, kind)}; "
+                "--resume goes on")
+            return None
+        return {"phase": name, "seconds": growth.seconds}
 
     def _length(self, level: int, kind: str) -> int:
         from chapters.pgan.models import resolution
 
         return phase_images(self.args, kind, resolution(level))
 
-    def _checkpoint(self, checkpoints, seconds: float) -> None:
-        from common.checkpoints import explain_write_failure
+    def _checkpoint(self, items: dict, number: int) -> None:
+        from common.checkpoints import Checkpoints, explain_write_failure
 
-        self.progress.phase_seconds.assign(seconds)
-        self.tick += 1
-        with explain_write_failure(self.run, f"checkpoint {self.tick}", checkpoints):
-            checkpoints.save(self.tick)
+        checkpoints = Checkpoints(self.run, items, keep=self.args.checkpoints_kept)
+        with explain_write_failure(self.run, f"checkpoint {number}", checkpoints.latest):
+            checkpoints.save(number)
 
     def _picture(self, generator):
         """A grid of the fixed latents' images, each enlarged (nearest neighbour) to at least 32 pixels."""
@@ -437,7 +377,7 @@ class Trainer:
         scale = max(1, 32 // images.shape[1])
         return make_grid(images.repeat(scale, axis=1).repeat(scale, axis=2), columns=8)
 
-    def _fade_strip(self, level: int, alpha: float, writer) -> None:
+    def _fade_strip(self, level: int, alpha: float, tick: int) -> None:
         """Rows for the same 8 latents: the upsampled low-resolution path, the new block's path, their blend."""
         import numpy as np
 
@@ -450,7 +390,7 @@ class Trainer:
         picture = make_grid(rows.repeat(scale, axis=1).repeat(scale, axis=2), columns=8)
         res = models.resolution(level)
         path = save_png(self.run.samples / f"{res}x{res}_fade_strip_alpha{alpha:.2f}.png", picture)
-        writer.image(f"fade/{res}x{res}_low_new_blend", picture, step=int(self.progress.total_images.numpy()))
+        self.writer.image(f"fade/{res}x{res}_low_new_blend", picture, step=tick)
         self.log(f"  fade-in strip (rows: low-res path, new block, blend at alpha {alpha:.2f}): {path}")
 
     def _record_phase(self, index, level, kind, length, seconds, cpu_seconds) -> None:

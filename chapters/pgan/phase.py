@@ -1,0 +1,182 @@
+"""One growth phase of the progressive GAN as a keras.Model that common.train.fit_gan trains: the WGAN-GP step
+(Gulrajani et al. 2017) with the paper's drift term, on the phase's generator and discriminator."""
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from common import seeds
+from common.gan import report
+
+
+class GrowthPhase(keras.Model):
+    """Per step: a critic update on -(D(x) - D(G(z))) + gp_weight * (|grad D(x^)| - 1)^2 + drift * D(x)^2, then a
+    generator update on -D(G(z')).
+
+    During a fade-in the real images are blended like the generator's output (the paper's official code):
+    (1 - alpha) * upsample(downsample(x)) + alpha * x, so D sees the same mix of resolutions for reals and fakes;
+    `alpha` is a variable the growth's callback sets before every step (outside the replicas). Under a
+    tf.distribute strategy each replica runs the step on its slice of the batch (the minibatch standard deviation
+    over its slice, as in the paper's multi-GPU code) and the gradients of loss / replicas are summed.
+
+    `items` are what the phase's checkpoints hold (the layers of every level so far, its Adams, the growth's
+    progress, Gs); `sampler` is the phase's model of Gs, what the grids show and models/generator.keras holds.
+    """
+
+    tracked = ("d_loss", "g_loss", "gradient_penalty", "wasserstein", "real_score")
+
+    def __init__(self, generator: keras.Model, discriminator: keras.Model, sampler: keras.Model,
+                 g_optimizer: keras.optimizers.Optimizer, d_optimizer: keras.optimizers.Optimizer,
+                 items: dict[str, Any], fading: bool, alpha: tf.Variable, gp_weight: float, drift: float,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.generator, self.discriminator, self.sampler = generator, discriminator, sampler
+        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        # kept out of Keras' attribute tracking, which would wrap the nested dicts: tf.train.Checkpoint takes them as
+        # they are
+        object.__setattr__(self, "items", items)
+        self.fading, self.alpha = fading, alpha
+        self.gp_weight, self.drift = float(gp_weight), float(drift)
+        self.latent_dim = generator.inputs[0].shape[-1]
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in self.tracked}
+        self.growth_callbacks: list[keras.callbacks.Callback] = []  # set by the Trainer: progress, Gs
+        self.built = True  # built functional models; fit() under tf.distribute checks this
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        return list(self.trackers.values())
+
+    def build_optimizers(self) -> None:
+        for optimizer, model in ((self.g_optimizer, self.generator), (self.d_optimizer, self.discriminator)):
+            if not optimizer.built:  # a resumed phase's were built (and restored) by the Trainer
+                optimizer.build(model.trainable_variables)
+
+    def checkpoint_items(self) -> dict[str, Any]:
+        return self.items
+
+    def saved_models(self) -> dict[str, keras.Model]:
+        return {}  # the Trainer saves phase_models() at the phase's end, not at every tick
+
+    def phase_models(self) -> dict[str, keras.Model]:
+        return {"generator": self.sampler, "discriminator": self.discriminator}
+
+    def training_callbacks(self) -> list[keras.callbacks.Callback]:
+        return self.growth_callbacks
+
+    def graph(self):
+        return "generator_and_discriminator", lambda: self.discriminator(
+            self.generator(tf.zeros([1, self.latent_dim]), training=False), training=False)
+
+    def noise(self, batch_size: int, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        """A step's latents of the D update and of the G update, and the gradient penalty's mixing weights."""
+        return {"z_d": tf.random.stateless_normal([batch_size, self.latent_dim], seed),
+                "z_g": tf.random.stateless_normal([batch_size, self.latent_dim], seeds.stream(seed, seeds.G_LATENT)),
+                "eps": tf.random.stateless_uniform([batch_size, 1, 1, 1], seeds.stream(seed, seeds.PENALTY_MIX))}
+
+    def train_step(self, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync  # the replicas' gradients are summed
+        reals = batch["real"]
+        if self.fading:
+            low = tf.nn.avg_pool2d(reals, 2, 2, "VALID")
+            low = tf.repeat(tf.repeat(low, 2, axis=1), 2, axis=2)  # nearest-neighbour upsampling
+            reals = (1.0 - self.alpha) * low + self.alpha * reals
+        fakes = self.generator(batch["z_d"], training=True)
+        with tf.GradientTape() as tape:
+            real_out = self.discriminator(reals, training=True)
+            fake_out = self.discriminator(fakes, training=True)
+            mixed = reals + batch["eps"] * (fakes - reals)
+            with tf.GradientTape() as inner:
+                inner.watch(mixed)
+                mixed_out = self.discriminator(mixed, training=True)
+            slopes = tf.sqrt(tf.reduce_sum(tf.square(inner.gradient(mixed_out, mixed)), axis=[1, 2, 3]) + 1e-8)
+            penalty = tf.reduce_mean(tf.square(slopes - 1.0))
+            wasserstein = tf.reduce_mean(real_out) - tf.reduce_mean(fake_out)
+            d_loss = -wasserstein + self.gp_weight * penalty + self.drift * tf.reduce_mean(tf.square(real_out))
+            d_share = d_loss / replicas
+        d_vars = self.discriminator.trainable_variables
+        self.d_optimizer.apply_gradients(zip(tape.gradient(d_share, d_vars), d_vars))
+        with tf.GradientTape() as tape:
+            g_loss = -tf.reduce_mean(self.discriminator(self.generator(batch["z_g"], training=True), training=True))
+            g_share = g_loss / replicas
+        g_vars = self.generator.trainable_variables
+        self.g_optimizer.apply_gradients(zip(tape.gradient(g_share, g_vars), g_vars))
+        return report(self.trackers, {"d_loss": d_loss, "g_loss": g_loss, "gradient_penalty": penalty,
+                                      "wasserstein": wasserstein, "real_score": tf.reduce_mean(real_out)})
+
+
+class GrowthProgress(keras.callbacks.Callback):
+    """The growth's bookkeeping around fit(): before each step the fade-in's alpha (the fade layers' and the reals'
+    blend), min(1, images / length); at each tick (epoch) the counters a checkpoint keeps (`progress`: phase images,
+    all images, steps, seconds, the next step's alpha) and the tick's throughput in its logs; the fade-in strip
+    halfway through a fade; --stop-after-images at the first tick that reaches it."""
+
+    def __init__(self, progress: Any, length: int, batch: int, fade_layers: list, resolution: int, phase: int,
+                 at_half=None, stop_after: int | None = None) -> None:
+        super().__init__()
+        self.progress, self.length, self.batch, self.fade_layers = progress, length, batch, fade_layers
+        self.resolution, self.phase, self.at_half, self.stop_after = resolution, phase, at_half, stop_after
+        self.done = int(progress.phase_images.numpy())
+        self.total = int(progress.total_images.numpy())
+        self.seconds = float(progress.phase_seconds.numpy())
+        self.stopped = False
+
+    def alpha(self) -> float:
+        return min(1.0, self.done / self.length) if self.fade_layers else 1.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        import time
+
+        self.tick_started, self.tick_images, self.tick = time.time(), 0, epoch + 1
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if self.fade_layers:
+            alpha = self.alpha()
+            self.progress.alpha.assign(alpha)
+            for layer in self.fade_layers:
+                layer.alpha.assign(alpha)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        before = self.done
+        self.done += self.batch
+        self.total += self.batch
+        self.tick_images += self.batch
+        if self.fade_layers and self.at_half is not None and before < self.length // 2 <= self.done:
+            self.at_half(self.alpha(), self.tick)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        import time
+
+        elapsed = time.time() - self.tick_started
+        self.seconds += elapsed
+        steps = self.tick_images // self.batch
+        progress = self.progress
+        progress.phase_images.assign(self.done)
+        progress.total_images.assign(self.total)
+        progress.steps.assign_add(steps)
+        progress.phase_seconds.assign(self.seconds)
+        progress.alpha.assign(self.alpha())
+        if logs is not None:
+            logs.update({"progress/alpha": self.alpha(), "progress/resolution": float(self.resolution),
+                         "progress/phase": float(self.phase), "progress/images": float(self.total),
+                         "progress/images_per_second": self.tick_images / max(elapsed, 1e-9)})
+        if self.stop_after is not None and self.total >= self.stop_after:
+            self.model.stop_training = self.stopped = True
+
+
+class GeneratorAverage(keras.callbacks.Callback):
+    """Gs <- beta * Gs + (1 - beta) * G after every step, over `pairs` of (Gs variable, G variable): the paper's
+    average of G's weights, outside the replicas (the variables are the same on every one)."""
+
+    def __init__(self, pairs: list, beta: float) -> None:
+        super().__init__()
+        self.pairs, self.beta = pairs, float(beta)
+        self._update = tf.function(self._assign)
+
+    def _assign(self) -> None:
+        for smoothed, weight in self.pairs:
+            smoothed.assign(self.beta * smoothed + (1.0 - self.beta) * weight)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._update()
