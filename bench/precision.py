@@ -176,15 +176,14 @@ def pgan(level: int = 3, batch: int = 32, max_filters: int = 64, latent_dim: int
             d = keras.Model(image, layers.Activation("linear", dtype="float32")(d(image)), name="discriminator_f32")
         phase = GrowthPhase(g, d, g, models.optimizer(), models.optimizer(), {}, False, tf.Variable(1.0), 10.0, 0.001)
         phase.build_optimizers()
-        step = tf.function(phase.train_step)
         res = models.resolution(level)
         reals = tf.constant(_images(np.random.default_rng(0), (res, res, 3), batch))
+        step = tf.function(lambda key: phase.train_step({"real": reals, **phase.noise(batch, key)}))
         counter = [0]
 
         def run() -> None:
             counter[0] += 1
-            noise = phase.noise(batch, tf.constant([0, counter[0]], tf.int64))
-            logs = step({"real": reals, **noise})
+            logs = step(tf.constant([0, counter[0]], tf.int64))
             float(logs["d_loss"])
 
         return Built(run, gan_step_flops(g, d, batch, wgan_gp=True))

@@ -32,8 +32,8 @@ class NanGuard(keras.callbacks.Callback):
 
 
 def check_finite(values: Mapping[str, float], where: str, last_checkpoint: str | None) -> None:
-    """The NaN guard of every training loop: the first non-finite loss stops the run, before anything is saved,
-    with one sentence naming the last good checkpoint (fit()'s NanGuard, PGAN's phases, Age-cGAN's stages)."""
+    """The NaN guard of the training loop (NanGuard, after every step): the first non-finite loss stops the run,
+    before anything is saved, with one sentence naming the last good checkpoint."""
     for name, value in values.items():
         if not math.isfinite(float(value)):
             kept = last_checkpoint or "none yet (no checkpoint had been written)"

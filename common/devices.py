@@ -140,14 +140,3 @@ def replicas_dividing(strategy: tf.distribute.Strategy, batch_size: int, flag: s
         raise UserError(f"{flag} {batch_size} does not split evenly over the {replicas} replicas of --strategy; "
                         f"pass a multiple of {replicas}")
     return replicas
-
-
-def split_across_replicas(strategy: tf.distribute.Strategy, *arrays) -> list:
-    """Global batches (equal first axes) cut into consecutive equal slices, one per replica, for strategy.run."""
-    local = len(arrays[0]) // strategy.num_replicas_in_sync
-
-    def slicer(array):
-        return lambda context: array[context.replica_id_in_sync_group * local:
-                                     (context.replica_id_in_sync_group + 1) * local]
-
-    return [strategy.experimental_distribute_values_from_function(slicer(array)) for array in arrays]

@@ -155,7 +155,7 @@ def test_a_tiny_growth_run_4_to_8_writes_grids_strip_models_and_tensorboard(tiny
         (4, "stable", 64), (8, "fade", 128), (8, "stable", 64)]
     import tensorflow as tf
 
-    # 2 + 4 + 2 checkpoints (every 32 images and at each phase's end), numbered on across the phases
+    # 2 + 4 + 2 checkpoints (a tick of 32 images each), numbered on across the phases
     assert tf.train.latest_checkpoint(str(tiny_run / "checkpoints")).endswith("ckpt-8")
     progress = _progress(tiny_run)
     assert progress["resolution"] == 8 and progress["phase"] == 2 and progress["total_images"] == 256

@@ -49,12 +49,6 @@ class Stages:
             raise UserError(f"{path} does not exist; run the {MADE_BY[name]} stage first: {self.command(MADE_BY[name])}")
         return load_model(path, f"run {self.command(MADE_BY[name])}")
 
-    def save(self, model, name: str) -> None:
-        from common.checkpoints import save_model
-
-        save_model(model, self.run.model_path(name))
-        print(f"saved {self.run.model_path(name)}")
-
     def wiki(self):
         if "wiki" not in self._cache:
             from chapters.age_cgan.data import find_wiki
@@ -182,6 +176,7 @@ class Stages:
         import json
 
         from common.checkpoints import checkpoint_candidates
+        from common.devices import replicas_dividing
         from common.train import Schedule, fit_gan
 
         phase, flag = self.run.phase(stage, models_here=False), f"--{stage}-steps"
@@ -196,7 +191,9 @@ class Stages:
         if epochs * epoch_steps != total_steps:
             print(f"{flag} {total_steps}: the {stage} stage runs in epochs of {epoch_steps} steps (a checkpoint "
                   f"each), so it trains {epochs * epoch_steps} steps")
-        batch = self.args.batch_size if stage == "encoder" else self.args.optimize_batch
+        batch, flag_of_batch = ((self.args.batch_size, "--batch-size") if stage == "encoder" else
+                                (self.args.optimize_batch, "--optimize-batch"))
+        replicas_dividing(self.strategy(), batch, flag_of_batch)
         schedule = dataclasses.replace(
             Schedule.from_args(self.args), epochs=epochs, batch_size=batch, steps_per_epoch=epoch_steps,
             resume=resume, finished=f"the {stage} stage of {{run}} has already trained {{steps}} steps; pass "

@@ -58,8 +58,8 @@ def build_parser():
                       help="per-resolution minibatch sizes, e.g. 4:64,8:64,16:32,32:16 (the rest from --batch-size; "
                            "'' for --batch-size everywhere)")
     grow.add_argument("--stop-after-images", type=positive_int, default=None, metavar="N",
-                      help="stop with a checkpoint once the run has shown N real images in all (e.g. to time-box "
-                           "a session); --resume goes on from there, mid-phase")
+                      help="stop at the first tick (checkpoint) at which the run has shown N real images in all "
+                           "(e.g. to time-box a session); --resume goes on from there, mid-phase")
     grow.add_argument("--tick-images", type=positive_int, default=2000, metavar="N",
                       help="a tick: log to TensorBoard and write a checkpoint and a grid every N images (rounded "
                            "to whole steps; each phase is rounded up to whole ticks)")

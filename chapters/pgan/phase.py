@@ -110,13 +110,15 @@ class GrowthProgress(keras.callbacks.Callback):
     """The growth's bookkeeping around fit(): before each step the fade-in's alpha (the fade layers' and the reals'
     blend), min(1, images / length); at each tick (epoch) the counters a checkpoint keeps (`progress`: phase images,
     all images, steps, seconds, the next step's alpha) and the tick's throughput in its logs; the fade-in strip
-    halfway through a fade; --stop-after-images at the first tick that reaches it."""
+    halfway through a fade; `at_end` at the phase's last tick (before fit_gan's checkpoint of it: these callbacks
+    run first); --stop-after-images at the first tick that reaches it."""
 
     def __init__(self, progress: Any, length: int, batch: int, fade_layers: list, resolution: int, phase: int,
-                 at_half=None, stop_after: int | None = None) -> None:
+                 phase_images: int, at_half=None, at_end=None, stop_after: int | None = None) -> None:
         super().__init__()
         self.progress, self.length, self.batch, self.fade_layers = progress, length, batch, fade_layers
-        self.resolution, self.phase, self.at_half, self.stop_after = resolution, phase, at_half, stop_after
+        self.resolution, self.phase, self.phase_images = resolution, phase, phase_images
+        self.at_half, self.at_end, self.stop_after = at_half, at_end, stop_after
         self.done = int(progress.phase_images.numpy())
         self.total = int(progress.total_images.numpy())
         self.seconds = float(progress.phase_seconds.numpy())
@@ -161,6 +163,8 @@ class GrowthProgress(keras.callbacks.Callback):
             logs.update({"progress/alpha": self.alpha(), "progress/resolution": float(self.resolution),
                          "progress/phase": float(self.phase), "progress/images": float(self.total),
                          "progress/images_per_second": self.tick_images / max(elapsed, 1e-9)})
+        if self.at_end is not None and self.done >= self.phase_images:  # the last tick, before its checkpoint
+            self.at_end(self.seconds)
         if self.stop_after is not None and self.total >= self.stop_after:
             self.model.stop_training = self.stopped = True
 

@@ -129,9 +129,10 @@ def make_progress():
 
 def phase_ticks(length: int, batch: int, tick_images: int) -> tuple[int, int]:
     """(steps per tick, ticks) of a phase of `length` images: a checkpoint every tick of about --tick-images images
-    (whole steps), the phase rounded up to whole ticks (alpha reaches 1 at `length` images, the rest is stable)."""
-    steps = max(1, -(-tick_images // batch))
-    return steps, max(1, -(-length // (steps * batch)))
+    (whole steps, at most the phase), the phase rounded up to whole ticks (alpha reaches 1 at `length` images, the
+    rest is stable)."""
+    steps = max(1, min(-(-tick_images // batch), -(-length // batch)))
+    return steps, -(-length // (steps * batch))
 
 
 class ResumePoint:
@@ -237,6 +238,10 @@ class Trainer:
         log(f"training {len(self.phases) - first} phases up to {args.max_resolution}x{args.max_resolution} on "
             f"{self.data.count} images; run: {run}  (TensorBoard: make tensorboard)")
         last: dict = {}
+        # checkpoints are numbered on across the phases, from the restored one's number (not from the flags typed
+        # now, which may size the earlier phases differently)
+        self.next_tick = resumed.number - int(progress.phase_images.numpy()) // self._tick_images(first) \
+            if resumed and resumed.optimizers else (resumed.number if resumed else 0)
         for index in range(first, len(self.phases)):
             level, kind = self.phases[index]
             res, fading = models.resolution(level), kind == "fade"
@@ -284,45 +289,49 @@ class Trainer:
         log(f"done: {run}  final grid: {self.final_grid}  generator: {run.model_path('generator')}")
         return last
 
-    def _first_tick(self, index: int) -> int:
-        """The checkpoints (ticks) of the phases before phase `index`: checkpoint numbers run on across phases."""
+    def _tick_images(self, index: int) -> int:
+        """The images of one tick of phase `index`."""
         from chapters.pgan import models
 
-        sizes, ticks = batch_sizes(self.args), 0
-        for level, kind in self.phases[:index]:
-            ticks += phase_ticks(self._length(level, kind), sizes[models.resolution(level)], self.args.tick_images)[1]
-        return ticks
+        level, kind = self.phases[index]
+        batch = batch_sizes(self.args)[models.resolution(level)]
+        return phase_ticks(self._length(level, kind), batch, self.args.tick_images)[0] * batch
 
     def _phase(self, index, level, kind, batch, length, phase, fade_layers, pairs, beta):
         """Phase `index` through common.train.fit_gan: one epoch per tick (a checkpoint, a grid, a history row and the
         TensorBoard scalars each), its step the GrowthPhase's, the growth's bookkeeping in its callbacks."""
         from chapters.pgan import models
         from chapters.pgan.phase import GeneratorAverage, GrowthProgress
-        import tensorflow as tf
-
-        from common.checkpoints import explain_write_failure, save_model
-        from common.images import save_png
         from common.train import Schedule, fit_gan
 
         args, run, log, progress = self.args, self.run, self.log, self.progress
         res = models.resolution(level)
         done, total = int(progress.phase_images.numpy()), int(progress.total_images.numpy())
         steps, ticks = phase_ticks(length, batch, args.tick_images)
-        first_tick = self._first_tick(index)
+        first_tick = self.next_tick
         if done % (steps * batch):
             raise UserError(f"the run's checkpoint stops {done} images into {phase_name(level, kind)}, not at a tick "
-                            f"of {steps * batch} images (--tick-images {args.tick_images}, batch {batch}); resume it "
-                            "with the --tick-images it was trained with")
+                            f"of {steps * batch} images (--tick-images {args.tick_images}, batch {batch}): resume it "
+                            "with the --tick-images and --batch-sizes it was trained with (a run saved by an older "
+                            "version of this chapter mid-phase resumes only with that version)")
         count, take = self.data.take(res)
         if count < batch:
             raise UserError(f"{count} training images are fewer than one batch of {batch} at {res}x{res}")
         if args.stop_after_images is not None and total >= args.stop_after_images:
-            # a checkpoint at the phase's start (number first_tick + 1: the previous phase's end stays as it was)
-            self._checkpoint(phase.checkpoint_items(), first_tick + 1)
+            if not done:  # a checkpoint at the phase's start, numbered above every other (a resume goes on after it)
+                self._checkpoint(phase.checkpoint_items(), first_tick + 1)
             log(f"stopped after {total} images (--stop-after-images) at {phase_name(level, kind)}, alpha "
                 f"{float(progress.alpha.numpy()):.3f}; --resume goes on")
             return None
-        growth = GrowthProgress(progress, length, batch, fade_layers, res, index, stop_after=args.stop_after_images,
+        name = f"{index:02d}_{res}x{res}_{kind}"
+        cpu_started = time.process_time()
+
+        def phase_end(seconds: float) -> None:  # before the last tick's checkpoint, so that a kill loses none of it
+            self._phase_end(phase, index, level, kind, name, first_tick + ticks, ticks * steps * batch, seconds,
+                            time.process_time() - cpu_started)
+
+        growth = GrowthProgress(progress, length, batch, fade_layers, res, index, ticks * steps * batch,
+                                stop_after=args.stop_after_images, at_end=phase_end,
                                 at_half=lambda alpha, tick: self._fade_strip(level, alpha, tick))
         phase.growth_callbacks = [growth] + ([GeneratorAverage(pairs, beta)] if pairs else [])
         schedule = Schedule(epochs=first_tick + ticks, batch_size=batch, seed=seeds.phase_seed(args.seed, index),
@@ -330,30 +339,35 @@ class Trainer:
                             first_epoch=first_tick)
         log(f"phase {index + 1}: {phase_name(level, kind)}, batch {batch}, {length} images in {ticks} ticks of "
             f"{steps * batch}" + (f" (from image {done})" if done else ""))
-        cpu_started = time.process_time()
         fit_gan(phase, run, schedule, self.strategy, count, take, sample=lambda: self._picture(phase.sampler),
                 render=lambda picture: picture, resumed_at=first_tick + done // (steps * batch))
-        if growth.stopped and growth.done < ticks * steps * batch:
-            log(f"stopped after {growth.total} images (--stop-after-images) at {phase_name(level, kind)}, alpha "
+        self.next_tick = first_tick + ticks
+        if growth.stopped:
+            where = "the end of " if growth.done >= ticks * steps * batch else ""
+            log(f"stopped after {growth.total} images (--stop-after-images) at {where}{phase_name(level, kind)}, alpha "
                 f"{growth.alpha():.3f}; --resume goes on")
             return None
+        return {"phase": name, "seconds": growth.seconds}
+
+    def _phase_end(self, phase, index, level, kind, name, tick, images, seconds, cpu_seconds) -> None:
+        """The phase's last grid, its models (saved only here: every tick would cost ~0.5 s, a tick at 4x4 is ~2 s)
+        and its phases.json record."""
+        import tensorflow as tf
+
+        from common.checkpoints import explain_write_failure, save_model
+        from common.images import save_png
+
+        run = self.run
         picture = self._picture(phase.sampler)
-        name = f"{index:02d}_{res}x{res}_{kind}"
         self.final_grid = save_png(run.samples / f"{name}.png", picture)
-        # the models at the phase's end (every tick would cost ~0.25 s each, a tick is ~10 s at 4x4)
         last_checkpoint = tf.train.latest_checkpoint(str(run.checkpoints))
         with explain_write_failure(run, f"the models of phase {name}", last_checkpoint):
             for model_name, model in phase.phase_models().items():
                 save_model(model, run.model_path(model_name))
-        self.writer.image("samples/phase_end", picture, step=first_tick + ticks)
-        self.writer.image(f"samples/{name}", picture, step=first_tick + ticks)
-        self._record_phase(index, level, kind, growth.done, growth.seconds, time.process_time() - cpu_started)
-        log(f"phase {index + 1} done in {growth.seconds:.1f} s: {self.final_grid}")
-        if growth.stopped:
-            log(f"stopped after {growth.total} images (--stop-after-images) at the end of {phase_name(level, kind)}; "
-                "--resume goes on")
-            return None
-        return {"phase": name, "seconds": growth.seconds}
+        self.writer.image("samples/phase_end", picture, step=tick)
+        self.writer.image(f"samples/{name}", picture, step=tick)
+        self._record_phase(index, level, kind, images, seconds, cpu_seconds)
+        self.log(f"phase {index + 1} done in {seconds:.1f} s: {self.final_grid}")
 
     def _length(self, level: int, kind: str) -> int:
         from chapters.pgan.models import resolution
