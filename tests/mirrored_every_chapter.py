@@ -1,6 +1,7 @@
 """One training step of every chapter's stages under MirroredStrategy over two logical CPUs.
 
-    python tests/mirrored_every_chapter.py OUT_DIR [NAME [FLAGS...]]   (default: every stage, tiny flags)
+    python tests/mirrored_every_chapter.py OUT_DIR [NAME[,NAME...] [FLAGS...]]   (default: every stage, tiny flags;
+                                                                         FLAGS are added to each NAME's)
 
 Prints one JSON line, {chapter: {"code": exit code, "replicas": replicas in sync}}. Runs in its own process:
 logical devices must be configured before TensorFlow starts, and `--strategy mirrored` (all GPUs, else one CPU)
@@ -66,8 +67,8 @@ face = keras.Input((32, 32, 3))
 keras.Model(face, keras.layers.Dense(8)(keras.layers.GlobalAveragePooling2D()(face))).save(out / "fr.keras")
 CHAPTERS["age_cgan_optimize"][1].extend(["--fr-model", str(out / "fr.keras")])
 if len(sys.argv) > 2:
-    chapter, flags, folder = CHAPTERS[sys.argv[2]]
-    CHAPTERS = {sys.argv[2]: (chapter, flags + sys.argv[3:], folder)}
+    CHAPTERS = {name: (CHAPTERS[name][0], CHAPTERS[name][1] + sys.argv[3:], CHAPTERS[name][2])
+                for name in sys.argv[2].split(",")}
 for name, (chapter, flags, folder) in CHAPTERS.items():
     main = importlib.import_module(f"chapters.{chapter}.main").main
     before = len(replicas)

@@ -397,3 +397,22 @@ def test_a_step_that_cannot_fit_in_memory_is_refused_before_anything_is_built(tm
 
     estimate = memory_estimate(build_parser().parse_args([]))[0]  # the default 32x32 run
     assert 0.3 * 2 ** 30 < estimate < min(machine_memory_bytes(), 2 ** 30)
+
+
+def test_a_phases_grid_models_and_record_are_written_before_its_last_checkpoint(tmp_path, monkeypatch):
+    """A kill right after a phase's last checkpoint must not lose the phase's outputs: a resume from that checkpoint
+    goes on into the next phase and never writes them again."""
+    from common.checkpoints import Checkpoints
+
+    run_dir, seen = tmp_path / "order", {}
+    real_save = Checkpoints.save
+
+    def save(self, epoch):
+        written = [*(run_dir / "samples").glob("0*.png"), *(run_dir / "models").glob("*.keras"),
+                   *run_dir.glob("phases.json")]
+        seen[epoch] = sorted(path.name for path in written)
+        return real_save(self, epoch)
+
+    monkeypatch.setattr(Checkpoints, "save", save)
+    assert run_main(main, [*TINY, "--run-dir", run_dir, "--stop-after-images", "64"]) == 0  # the 4x4 phase: 2 ticks
+    assert seen[1] == [] and seen[2] == ["00_4x4_stable.png", "discriminator.keras", "generator.keras", "phases.json"]
