@@ -41,6 +41,18 @@ def run_script(script: str, *args: str, timeout: float = 300, env: dict | None =
     return result
 
 
+def train_mirrored(out: Path, names: tuple[str, ...]) -> None:
+    """tests/mirrored_every_chapter.py for the stages `names` into `out`: each must exit 0 with two replicas."""
+    import json
+
+    result = run_script("tests/mirrored_every_chapter.py", out, ",".join(names), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(runs) == set(names)
+    for name, outcome in runs.items():
+        assert outcome == {"code": 0, "replicas": [2]}, (name, outcome, result.stderr[-3000:])
+
+
 def run_main(main, argv: list[str]) -> int:
     """Runs a chapter's main(argv) in this process the way `common.cli.run_main` does; returns the exit code."""
     from common.cli import run_main as cli_run_main

@@ -3,9 +3,7 @@ and SRGAN, Age-cGAN and PGAN in test_distribute_stages_of_growth_and_encoding.py
 hands out whole files, and each takes minutes.)"""
 from __future__ import annotations
 
-import json
-
-from conftest import run_script
+from conftest import train_mirrored
 
 NAMES = ("vanilla_gan", "anime_dcgan", "gan_3d", "srgan")  # Age-cGAN and PGAN: test_distribute_stages_of_growth_...
 
@@ -13,11 +11,6 @@ NAMES = ("vanilla_gan", "anime_dcgan", "gan_3d", "srgan")  # Age-cGAN and PGAN: 
 def test_the_single_stage_chapters_and_srgans_two_phases_train_a_step_mirrored_over_two_cpus(tmp_path):
     """The vanilla, anime, 3D and SRGAN (pretraining and adversarial) stages train one step each under --strategy
     mirrored with two replicas, checkpoints written."""
-    result = run_script("tests/mirrored_every_chapter.py", tmp_path, ",".join(NAMES), timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    runs = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(runs) == set(NAMES)
-    for name, outcome in runs.items():
-        assert outcome == {"code": 0, "replicas": [2]}, (name, outcome, result.stderr[-3000:])
+    train_mirrored(tmp_path, NAMES)
     for folder in ("vanilla_gan", "anime_dcgan", "gan_3d", "srgan", "srgan/pretrain"):
         assert (tmp_path / folder / "checkpoints" / "ckpt-1.index").exists(), folder

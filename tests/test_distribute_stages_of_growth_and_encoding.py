@@ -2,9 +2,7 @@
 this one and test_distribute_every_stage.py: pytest-xdist hands out whole files, and each takes minutes.)"""
 from __future__ import annotations
 
-import json
-
-from conftest import run_script
+from conftest import train_mirrored
 
 NAMES = ("age_cgan", "age_cgan_encoder", "age_cgan_optimize", "pgan")
 
@@ -12,12 +10,7 @@ NAMES = ("age_cgan", "age_cgan_encoder", "age_cgan_optimize", "pgan")
 def test_age_cgan_stages_and_pgan_phases_train_mirrored_over_two_cpus(tmp_path):
     """Age-cGAN (GAN, encoder and optimize stages, in that order on one run) and PGAN (4x4, an 8x8 fade-in with its
     average Gs, 8x8) train their steps under --strategy mirrored with two replicas, checkpoints written."""
-    result = run_script("tests/mirrored_every_chapter.py", tmp_path, ",".join(NAMES), timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    runs = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(runs) == set(NAMES)
-    for name, outcome in runs.items():
-        assert outcome == {"code": 0, "replicas": [2]}, (name, outcome, result.stderr[-3000:])
+    train_mirrored(tmp_path, NAMES)
     for folder in ("age_cgan", "age_cgan/encoder", "age_cgan/optimize", "pgan"):
         assert (tmp_path / folder / "checkpoints" / "ckpt-1.index").exists(), folder
     assert (tmp_path / "age_cgan" / "models" / "encoder_optimized.keras").exists()
