@@ -14,19 +14,26 @@ AGE = ["--width", "0.125", "--num-faces", "48", "--batch-size", "8", "--optimize
 
 
 def test_age_cgan_encoder_and_optimize_killed_in_a_checkpoint_write_and_then_at_random_lose_no_step(tmp_path):
+    import keras
+
     run_dir, script = tmp_path / "run", "chapters/age_cgan/main.py"
-    done = run_script(script, *AGE, "--stage", "gan", "--epochs", 1, "--steps-per-epoch", 2, "--run-dir", run_dir)
+    # a small face-recognition network (--fr-model takes any Keras embedding model): the shipped face-api network
+    # would cost most of this test's minutes, and what is tested here is the stage's checkpoints
+    face = keras.Input((32, 32, 3))
+    keras.Model(face, keras.layers.Dense(8)(keras.layers.GlobalAveragePooling2D()(face))).save(tmp_path / "fr.keras")
+    age = [*AGE, "--fr-model", tmp_path / "fr.keras"]
+    done = run_script(script, *age, "--stage", "gan", "--epochs", 1, "--steps-per-epoch", 2, "--run-dir", run_dir)
     assert done.returncode == 0, done.stderr[-2000:]
     for stage, every in (("encoder", 100), ("optimize", 10)):  # the optimize stage reads the encoder's model
         steps, folder = f"--{stage}-steps", run_dir / stage  # <run>/<stage>/checkpoints
-        dying = run_script("tests/kill_in_checkpoint_write.py", "age_cgan", 2, *AGE, "--stage", stage, steps,
+        dying = run_script("tests/kill_in_checkpoint_write.py", "age_cgan", 2, *age, "--stage", stage, steps,
                             3 * every, "--run-dir", run_dir)
         assert dying.returncode == -signal.SIGKILL, dying.stderr[-2000:]
         assert (folder / "checkpoints" / "ckpt-2.index").exists() and killed._latest(folder) == 1
 
-        kept = killed._kill_after_a_new_checkpoint([ROOT / script, *AGE, "--stage", stage, "--resume", "--run-dir",
+        kept = killed._kill_after_a_new_checkpoint([ROOT / script, *age, "--stage", stage, "--resume", "--run-dir",
                                                     run_dir, steps, 10 ** 6], folder, 2)
-        finished = run_script(script, *AGE, "--stage", stage, "--resume", "--run-dir", run_dir, steps,
+        finished = run_script(script, *age, "--stage", stage, "--resume", "--run-dir", run_dir, steps,
                               (kept + 1) * every)
         assert finished.returncode == 0, finished.stderr[-2000:]
         assert f"resumed {folder} at epoch {kept} (step {kept * every})" in finished.stdout
