@@ -73,7 +73,8 @@ class SampleGrid(keras.callbacks.Callback):
 
 class LossHistory(keras.callbacks.Callback):
     """Per-epoch logs to TensorBoard and history.csv, and a loss-curve PNG (redrawn at most every
-    `plot_every_s` seconds and at the end: drawing it costs ~0.3 s, a PGAN tick ~10 s); survives --resume."""
+    `plot_every_s` seconds and at the end: drawing it costs ~0.3 s, and an epoch can be a 2-s PGAN tick); survives
+    --resume."""
 
     def __init__(self, run: Run, writer: TensorBoardWriter, initial_epoch: int = 0, plot_every_s: float = 30.0) -> None:
         super().__init__()
