@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from common.errors import TrainingDiverged, UserError
 
@@ -156,6 +157,16 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[
     probe = argparse.Namespace(**{dest: unset for dest in vars(parser.parse_args(argv))})
     parser.parse_args(argv, namespace=probe)
     return {dest for dest, value in vars(probe).items() if value is not unset}
+
+
+def frozen_flags(args: argparse.Namespace) -> Any:
+    """The run's flags once they are settled (parsed, a resumed run's config.json under the flags typed now, see
+    common.run.open_run, and the chapter's own defaults) as a frozen dataclass whose fields are typed by their
+    values: the stage code reads this one config and cannot change it (`dataclasses.replace` makes a variant)."""
+    values = vars(args)
+    fields = [(name, type(value) if value is not None else Any) for name, value in values.items()]
+    chapter = str(values.get("chapter", "run")).title().replace("_", "")
+    return dataclasses.make_dataclass(f"{chapter}Flags", fields, frozen=True)(**values)
 
 
 @contextlib.contextmanager

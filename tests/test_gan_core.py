@@ -125,6 +125,27 @@ def test_a_schedule_is_built_once_from_the_flags_and_cannot_be_changed_in_place(
         dataclasses.replace(schedule, epochs=0)
 
 
+def test_a_runs_settled_flags_are_one_frozen_typed_config_that_the_stages_cannot_change():
+    import dataclasses
+
+    import pytest
+
+    from common.cli import base_parser, frozen_flags
+    from common.train import Schedule
+
+    args = base_parser("age_cgan", "", ("gan",)).parse_args(["--epochs", "3", "--seed", "4"])
+    flags = frozen_flags(args)
+    assert type(flags).__name__ == "AgeCganFlags" and (flags.epochs, flags.seed, flags.data) == (3, 4, None)
+    types = {field.name: field.type for field in dataclasses.fields(flags)}
+    assert types["epochs"] is int and types["chapter"] is str
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        flags.epochs = 5
+    args.epochs = 7  # the Namespace it was built from is not the run's config any more
+    assert flags.epochs == 3 and vars(flags)["epochs"] == 3
+    assert Schedule.from_args(flags).epochs == 3  # the common/ builders take it as they take a Namespace
+    assert dataclasses.replace(flags, epochs=9).epochs == 9 and flags.epochs == 3
+
+
 def test_a_stream_without_examples_is_the_noise_of_each_step_from_the_start_step():
     """A stage that learns from its own draws (Age-cGAN's encoder): batch s is noise(batch, (seed, s)), so a resumed
     stage draws what an unbroken one would."""

@@ -30,7 +30,8 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 from common.cli import (  # noqa: E402  (TensorFlow itself is imported after argument parsing)
-    base_parser, int_at_least, non_negative_float, non_negative_int, positive_float, positive_int, run_main)
+    base_parser, frozen_flags, int_at_least, non_negative_float, non_negative_int, positive_float, positive_int,
+    run_main)
 from common.errors import UserError  # noqa: E402
 STAGES = ("gan", "encoder", "optimize", "age", "evaluate", "all")
 AGE_CLASSIFIER = Path(__file__).resolve().parent / "weights" / "age_classifier.keras"
@@ -130,7 +131,7 @@ def main(argv: Sequence[str]) -> int:
         run, wiki = open_run(args, parser, argv, training=False), None
         use_saved_flags(run, args, parser, argv, ("width", "data", "num_faces"))  # the networks and faces it trained on
         stages = [args.stage]
-    chapter = Stages(args, run)
+    chapter = Stages(frozen_flags(args), run)  # settled: the stages read them, never change them
     if wiki is not None:
         chapter._cache["wiki"] = wiki
     for stage in stages:

@@ -2,10 +2,9 @@
 models the previous one saved in the run folder, and the per-photo latent refinement of the age stage."""
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -23,9 +22,10 @@ MADE_BY = {"generator": "gan", "encoder": "encoder", "encoder_optimized": "optim
 
 class Stages:
     """One method per stage (gan, encoder, optimize, age, evaluate) on one run folder; later stages load what
-    earlier ones saved and refuse, in one sentence, to run before them."""
+    earlier ones saved and refuse, in one sentence, to run before them. `args`: the run's settled flags
+    (common.cli.frozen_flags)."""
 
-    def __init__(self, args: argparse.Namespace, run) -> None:
+    def __init__(self, args: Any, run) -> None:
         import keras
 
         self.args, self.run = args, run

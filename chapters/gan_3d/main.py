@@ -20,7 +20,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 from common import stabilize  # noqa: E402
-from common.cli import base_parser, positive_float, positive_int, run_main, unit_interval  # noqa: E402
+from common.cli import base_parser, frozen_flags, positive_float, positive_int, run_main, unit_interval  # noqa: E402
 from common.errors import UserError  # noqa: E402
 
 # the book's optimiser settings (--book-rates); the defaults below are the ones that learn on a CPU in minutes
@@ -92,7 +92,8 @@ def main(argv: Sequence[str]) -> int:
         return getattr(stages, args.stage)(run, args)  # sample, evaluate or interpolate
 
     volumes = load_volumes(args.data, args.category, args.split, args.cube_len, args.num_shapes)
-    stages.train(volumes, open_run(args, parser, argv, training=True), args)
+    run = open_run(args, parser, argv, training=True)
+    stages.train(volumes, run, frozen_flags(args))  # settled: training reads them, never changes them
     return 0
 
 

@@ -32,8 +32,8 @@ from chapters.pgan.schedule import (  # noqa: E402  (light: a fast --help)
     check_args, check_memory, images_spec)
 from common import latent  # noqa: E402
 from common.cli import (  # noqa: E402
-    add_scoring_flags, base_parser, int_at_least, non_negative_float, non_negative_int, positive_float, positive_int,
-    run_main)
+    add_scoring_flags, base_parser, frozen_flags, int_at_least, non_negative_float, non_negative_int, positive_float,
+    positive_int, run_main)
 
 
 def build_parser():
@@ -135,7 +135,7 @@ def main(argv: Sequence[str]) -> int:
         check_args(args)  # the run's saved flags, with the ones typed now on top
         check_memory(args)
         data = TrainingData.from_args(args)
-    Trainer(run, args, data).train()
+    Trainer(run, frozen_flags(args), data).train()  # settled: the growth reads them, never changes them
     return 0
 
 

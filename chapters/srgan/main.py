@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 
 from chapters.srgan.stages import EMBEDDED_CROPS_PER_IMAGE, PHOTOS  # noqa: E402  (light: a fast --help)
 from common.cli import (  # noqa: E402
-    base_parser, non_negative_float, non_negative_int, positive_float, positive_int, run_main)
+    base_parser, frozen_flags, non_negative_float, non_negative_int, positive_float, positive_int, run_main)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +95,7 @@ def main(argv: Sequence[str]) -> int:
     else:
         data = stages.prepare(args)  # a new run: check memory, data and weights before a run folder is made
         run = open_run(args, parser, argv, training=True)
-    stages.train(args, run, data)
+    stages.train(frozen_flags(args), run, data)  # settled: training reads them, never changes them
     return 0
 
 
