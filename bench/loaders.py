@@ -4,7 +4,6 @@ tiled super-resolution of a large photo. Every data set is written by the benchm
 from __future__ import annotations
 
 import glob
-import math
 import time
 from pathlib import Path
 from typing import Callable

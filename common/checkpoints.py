@@ -6,8 +6,10 @@ the latest. `.keras` files are written to a temporary name and renamed.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -28,8 +30,11 @@ class Checkpoints:
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = tf.train.Checkpoint(epoch=self.epoch, **items)
         self.optimizers = [item for item in items.values() if isinstance(item, keras.optimizers.Optimizer)]
-        # In a multi-worker run every worker takes part in saving; only the chief's copy is kept.
+        # In a multi-worker run every worker takes part in saving; only the chief's copy is kept (the others' are
+        # deleted when their process ends: tens of MB a run).
         folder = run.checkpoints if chief else Path(tempfile.mkdtemp(prefix="worker-ckpt-"))
+        if not chief:
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
         self.folder = folder
         set_aside_damaged_state(folder)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(folder), max_to_keep=keep)

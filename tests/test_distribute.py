@@ -42,9 +42,12 @@ MULTIWORKER = {"vanilla_gan": ["--batch-size", "16"],
 def test_two_multiworker_processes_on_localhost_train_together_and_only_the_chief_writes(chapter, tmp_path):
     """MultiWorkerMirroredStrategy with TF_CONFIG: two workers on 127.0.0.1 train 3 steps and both exit."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    scratch = tmp_path / "tmp"  # the workers' temporary files (worker 1 saves its share of a checkpoint there)
+    scratch.mkdir()
     workers = []
     for index in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+               "TMPDIR": str(scratch)}
         argv = [sys.executable, str(ROOT / f"chapters/{chapter}/main.py"), "--strategy", "multiworker",
                 "--epochs", "1", "--steps-per-epoch", "3", *MULTIWORKER[chapter], "--run-dir", str(tmp_path / f"w{index}")]
         workers.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -59,3 +62,4 @@ def test_two_multiworker_processes_on_localhost_train_together_and_only_the_chie
     assert (tmp_path / "w0" / "checkpoints" / "ckpt-1.index").exists()  # worker 0 is the chief
     assert (tmp_path / "w0" / "models" / "generator.keras").exists()
     assert not list((tmp_path / "w1").glob("checkpoints/ckpt-*")) and not list((tmp_path / "w1").glob("samples/*.png"))
+    assert not list(scratch.glob("worker-ckpt-*"))  # nor does it leave its throw-away copy behind

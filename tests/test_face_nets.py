@@ -8,7 +8,8 @@ import os
 import tempfile
 
 for _var in ("KERAS_HOME", "MPLCONFIGDIR"):  # tests/conftest.py may already have set these
-    os.environ.setdefault(_var, tempfile.mkdtemp(prefix=f"{_var.lower()}_"))
+    if _var not in os.environ:
+        os.environ[_var] = tempfile.mkdtemp(prefix=f"{_var.lower()}_")
 
 from pathlib import Path  # noqa: E402
 

@@ -3,7 +3,8 @@
 import os
 import tempfile
 
-os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="keras_home_"))
+if "KERAS_HOME" not in os.environ:  # (tests/conftest.py has set it in a suite run)
+    os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="keras_home_")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -5,7 +5,8 @@ import os
 import tempfile
 
 # Keras reads KERAS_HOME at import; keep this module away from any real cache even when run alone.
-os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="keras_home_"))
+if "KERAS_HOME" not in os.environ:  # (tests/conftest.py has set it in a suite run)
+    os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="keras_home_")
 
 import h5py  # noqa: E402
 import keras  # noqa: E402
