@@ -151,29 +151,23 @@ def age_cgan(width: float, batch: int = 32) -> Callable[[], Built]:
     return build
 
 
-def pgan(level: int = 3, batch: int = 32, max_filters: int = 64, latent_dim: int = 512) -> Callable[[], Built]:
-    """The stable phase at 4 * 2**level pixels with the chapter's CPU defaults, through its GrowthPhase's step.
-
-    Under mixed_bfloat16 the chapter's networks end in a bfloat16 layer (toRGB, the score), and the step mixes
-    their outputs with float32 reals (`reals + eps * (fakes - reals)`), so here both networks are wrapped in a
-    float32 cast, as a float32 output layer would do in the chapter."""
+def pgan(level: int = 3, batch: int = 32, max_filters: int = 64, latent_dim: int = 512,
+         fmap_base: int | None = None) -> Callable[[], Built]:
+    """The stable phase at 4 * 2**level pixels with the chapter's CPU defaults (fmap_base None: --fmap-base's
+    default, 32 feature maps at 32x32), through its GrowthPhase's step, as the chapter trains it (its toRGB and
+    score layers are float32 under mixed_bfloat16)."""
     def build() -> Built:
         import keras
         import tensorflow as tf
-        from keras import layers
 
         from chapters.pgan import models
         from chapters.pgan.phase import GrowthPhase
+        from chapters.pgan.schedule import DEFAULT_FMAP_BASE
         from common.flops import gan_step_flops
 
         keras.utils.set_random_seed(0)
-        growing = models.Growing(latent_dim, level, max_filters)
+        growing = models.Growing(latent_dim, level, max_filters, fmap_base=fmap_base or DEFAULT_FMAP_BASE)
         g, d = growing.generator(level, "stable"), growing.discriminator(level, "stable")
-        if keras.mixed_precision.global_policy().compute_dtype != "float32":
-            z = keras.Input((latent_dim,))
-            g = keras.Model(z, layers.Activation("linear", dtype="float32")(g(z)), name="generator_f32")
-            image = keras.Input(d.inputs[0].shape[1:])
-            d = keras.Model(image, layers.Activation("linear", dtype="float32")(d(image)), name="discriminator_f32")
         phase = GrowthPhase(g, d, g, models.optimizer(), models.optimizer(), {}, False, tf.Variable(1.0), 10.0, 0.001)
         phase.build_optimizers()
         res = models.resolution(level)
@@ -205,7 +199,8 @@ def cases(quick: bool) -> dict[str, Case]:
                               age_cgan(0.5, 32), speedup_target=True, mfu_target=True, max_rounds=4),
         "age_cgan": Case("age_cgan", "Age-cGAN 64 px, the book's networks (width 1; batch 32)", 32, age_cgan(1.0, 32),
                          speedup_target=True, mfu_target=True, max_rounds=4),
-        "pgan": Case("pgan", "PGAN 32x32 stable phase, WGAN-GP, max 64 filters (the CPU default; batch 32)", 32,
+        "pgan": Case("pgan", "PGAN 32x32 stable phase, WGAN-GP, 64 filters to 16x16, 32 at 32x32 (the CPU default; "
+                     "batch 32)", 32,
                      pgan(3, 32, 64), mfu_target=True, max_rounds=4),
     }
 

@@ -128,9 +128,32 @@ def test_age_cgan_gan_stage(mixed):
     _check(gan, logs, [_latent(models.LATENT_DIM), labels[:BATCH]])
 
 
-def test_pgan_trains_in_float32_and_says_so(tmp_path, capsys):
-    """The progressive GAN keeps float32 (its gradient penalty needs it): --mixed-precision is answered with one
-    line, and its phases train in float32 even when the process-wide policy was mixed."""
+def test_pgan_fade_in_step_in_bfloat16():
+    """The progressive GAN's WGAN-GP step (fade-in to 8x8: the blend, the gradient penalty's double backward) under
+    mixed_bfloat16: finite losses, bfloat16 blocks, images and scores leaving the networks in float32."""
+    import keras
+    import tensorflow as tf
+
+    from chapters.pgan import models
+    from chapters.pgan.phase import GrowthPhase
+
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        growing = models.Growing(latent_dim=8, max_level=1, max_filters=4)
+        g, d = growing.generator(1, "fade"), growing.discriminator(1, "fade")
+        phase = GrowthPhase(g, d, g, models.optimizer(), models.optimizer(), {}, True, tf.Variable(0.5), 10.0, 0.001)
+        logs = _one_step(phase, {"real": _images((8, 8, 3))})
+        _check(phase, logs, _latent(8))
+        assert growing.g_blocks[1][1].compute_dtype == "bfloat16"  # the 8x8 block's first conv
+        assert d(_images((8, 8, 3), count=2)).dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+
+
+def test_pgan_answers_float16_on_a_cpu_with_float32(tmp_path, capsys):
+    """--mixed-precision (float16) has no fast path on a CPU: the phases train in float32, said in one line, even
+    when the process-wide policy was mixed; the saved generator loads in float32."""
     import csv
 
     import keras
@@ -143,7 +166,7 @@ def test_pgan_trains_in_float32_and_says_so(tmp_path, capsys):
             "--batch-size", "4", "--batch-sizes", "", "--faces", "8", "--latent-dim", "8", "--max-filters", "4",
             "--stop-after-images", "8", "--mixed-precision", "--run-dir", run]  # the 4x4 phase: one tick of two steps
     assert run_main(pgan.main, argv) == 0
-    assert "--mixed-precision: the pgan chapter trains in float32" in capsys.readouterr().out
+    assert "no GPU found, so training stays in float32" in capsys.readouterr().out
     assert keras.mixed_precision.global_policy().name == "float32"
     generator = keras.models.load_model(run / "models" / "generator.keras", safe_mode=True, compile=False)
     assert generator.compute_dtype == "float32" and generator(np.zeros((1, 8), "float32")).dtype == "float32"

@@ -86,7 +86,9 @@ class PixelNorm(keras.layers.Layer):
         self.epsilon = float(epsilon)
 
     def call(self, x):
-        return x * ops.rsqrt(ops.mean(ops.square(x), axis=-1, keepdims=True) + self.epsilon)
+        # the mean of squares in float32: bfloat16's 8-bit mantissa would round it (and epsilon 1e-8 vanishes)
+        squares = ops.square(ops.cast(x, "float32"))
+        return x * ops.cast(ops.rsqrt(ops.mean(squares, axis=-1, keepdims=True) + self.epsilon), x.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -110,7 +112,8 @@ class MinibatchStdDev(keras.layers.Layer):
         n, h, w, c = shape[0], shape[1], shape[2], shape[3]
         group = ops.minimum(self.group_size, n)
         group = ops.where(ops.equal(n % group, 0), group, n)
-        y = ops.reshape(x, (group, -1, h, w, c))  # image i sits in group i % (n // group), as in the paper's code
+        # image i sits in group i % (n // group), as in the paper's code; the statistics in float32 under bfloat16
+        y = ops.reshape(ops.cast(x, "float32"), (group, -1, h, w, c))
         y = y - ops.mean(y, axis=0, keepdims=True)
         y = ops.sqrt(ops.mean(ops.square(y), axis=0) + 1e-8)  # (n // group, h, w, c)
         y = ops.mean(y, axis=(1, 2, 3), keepdims=True)  # one number per group

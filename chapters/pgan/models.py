@@ -13,6 +13,10 @@ block nearest-upsamples and applies two 3x3 convs; each conv is followed by Leak
 mirrors it with 2x2 average pooling and ends in minibatch stddev -> 3x3 conv -> 4x4 dense -> Dense(1). Feature
 maps: min(--max-filters, --fmap-base / resolution); the paper's base 16384 gives 512 up to 32x32, then 256, 128,
 ... 16 at 1024.
+
+Under --precision bfloat16 the blocks compute in bfloat16 while what leaves the networks stays float32: toRGB
+(and the fade-in's blend of images) and D's score are float32 layers, because the WGAN-GP step mixes images
+with float32 reals and differentiates the score through them.
 """
 from __future__ import annotations
 
@@ -74,7 +78,7 @@ class Growing:
                 d = [MinibatchStdDev(4, name="d_4x4_stddev"), EqualizedConv2D(nf, 3, name="d_4x4_conv", seed=self._next()),
                      lrelu("d_4x4_act0"), layers.Flatten(name="d_4x4_flatten"),
                      EqualizedDense(nf, name="d_4x4_dense", seed=self._next()), lrelu("d_4x4_act1"),
-                     EqualizedDense(1, gain=1.0, name="d_score", seed=self._next())]
+                     EqualizedDense(1, gain=1.0, name="d_score", seed=self._next(), dtype="float32")]
             else:
                 g = [layers.UpSampling2D(2, interpolation="nearest", name=f"g_{tag}_up")]
                 for i in range(2):
@@ -83,11 +87,12 @@ class Growing:
                 d = [EqualizedConv2D(nf, 3, name=f"d_{tag}_conv0", seed=self._next()), lrelu(f"d_{tag}_act0"),
                      EqualizedConv2D(self.nf(res // 2), 3, name=f"d_{tag}_conv1", seed=self._next()),
                      lrelu(f"d_{tag}_act1"), layers.AveragePooling2D(2, name=f"d_{tag}_down")]
-                self.g_fade.append(Fade(name=f"g_{tag}_fade"))
+                self.g_fade.append(Fade(name=f"g_{tag}_fade", dtype="float32"))
                 self.d_fade.append(Fade(name=f"d_{tag}_fade"))
             self.g_blocks.append(g)
             self.d_blocks.append(d)
-            self.g_to_rgb.append(EqualizedConv2D(channels, 1, gain=1.0, name=f"g_{tag}_to_rgb", seed=self._next()))
+            self.g_to_rgb.append(EqualizedConv2D(channels, 1, gain=1.0, name=f"g_{tag}_to_rgb", seed=self._next(),
+                                                 dtype="float32"))
             self.d_from_rgb.append([EqualizedConv2D(nf, 1, name=f"d_{tag}_from_rgb", seed=self._next()),
                                     lrelu(f"d_{tag}_from_rgb_act")])
         self._models: dict = {}
@@ -132,7 +137,8 @@ class Growing:
         if phase == "stable":
             out = self.g_to_rgb[level](_apply(self.g_blocks[level], x))
             return keras.Model(z, out, name="generator")
-        low = layers.UpSampling2D(2, interpolation="nearest", name=f"g_{res}x{res}_low_up")(self.g_to_rgb[level - 1](x))
+        low = layers.UpSampling2D(2, interpolation="nearest", name=f"g_{res}x{res}_low_up",
+                                  dtype="float32")(self.g_to_rgb[level - 1](x))
         new = self.g_to_rgb[level](_apply(self.g_blocks[level], x))
         out = self.g_fade[level]([low, new])
         return keras.Model(z, [low, new, out] if paths else out, name="generator_paths" if paths else "generator")
