@@ -151,28 +151,38 @@ def test_pgan_fade_in_step_in_bfloat16():
         keras.mixed_precision.set_global_policy(before)
 
 
-def test_pgan_answers_float16_on_a_cpu_with_float32(tmp_path, capsys):
-    """--mixed-precision (float16) has no fast path on a CPU: the phases train in float32, said in one line, even
-    when the process-wide policy was mixed; the saved generator loads in float32."""
+def test_pgan_trains_a_fade_in_in_bfloat16_and_resumes_in_float32_where_float16_was_asked(tmp_path, capsys,
+                                                                                           monkeypatch):
+    """A bfloat16 run through 4x4 and the 8x8 fade-in: finite losses, a generator.keras that loads in float32
+    outputs; resumed with --mixed-precision where the device choice says float16 (a tensor-core GPU), the chapter
+    trains on in float32 and says why in one line."""
     import csv
 
     import keras
 
+    import common.devices
     from chapters.pgan import main as pgan
+    from common.checkpoints import load_model
 
-    keras.mixed_precision.set_global_policy("mixed_float16")  # a process-wide mixed policy the chapter must undo
     run = tmp_path / "run"
     argv = ["--max-resolution", "8", "--stable-images", "8", "--fade-images", "8", "--tick-images", "8",
             "--batch-size", "4", "--batch-sizes", "", "--faces", "8", "--latent-dim", "8", "--max-filters", "4",
-            "--stop-after-images", "8", "--mixed-precision", "--run-dir", run]  # the 4x4 phase: one tick of two steps
+            "--stop-after-images", "16", "--precision", "bfloat16", "--run-dir", run]  # 4x4, then the fade
     assert run_main(pgan.main, argv) == 0
-    assert "no GPU found, so training stays in float32" in capsys.readouterr().out
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    generator = load_model(run / "models" / "generator.keras", "")  # the fade's Gs
+    assert generator(np.zeros((2, 8), "float32")).dtype == "float32"
+    assert {layer.dtype_policy.name for layer in generator.layers} == {"mixed_bfloat16", "float32"}
+    capsys.readouterr()
+    monkeypatch.setattr(common.devices, "choose_precision", lambda *args, **kwargs: "float16")
+    assert run_main(pgan.main, ["--resume", run, "--mixed-precision"]) == 0
+    assert "trains in float32 or bfloat16, not float16" in capsys.readouterr().out
     assert keras.mixed_precision.global_policy().name == "float32"
-    generator = keras.models.load_model(run / "models" / "generator.keras", safe_mode=True, compile=False)
-    assert generator.compute_dtype == "float32" and generator(np.zeros((1, 8), "float32")).dtype == "float32"
+    assert load_model(run / "models" / "generator.keras", "").compute_dtype == "float32"  # the 8x8 phase's
     with open(run / "history.csv", newline="") as history:
-        row = next(csv.DictReader(history))
-    assert all(math.isfinite(float(row[name])) for name in ("d_loss", "g_loss", "gradient_penalty")), row
+        rows = list(csv.DictReader(history))
+    assert len(rows) == 3 and all(math.isfinite(float(row[name])) for row in rows
+                                  for name in ("d_loss", "g_loss", "gradient_penalty")), rows
 
 
 CPU_FLAGS = "processor : 0\nflags : fpu sse2 avx2 avx512f {extra}\n"

@@ -86,7 +86,7 @@ class PixelNorm(keras.layers.Layer):
         self.epsilon = float(epsilon)
 
     def call(self, x):
-        # the mean of squares in float32: bfloat16's 8-bit mantissa would round it (and epsilon 1e-8 vanishes)
+        # the mean of squares in float32: bfloat16's 8-bit mantissa would round its sum over the channels
         squares = ops.square(ops.cast(x, "float32"))
         return x * ops.cast(ops.rsqrt(ops.mean(squares, axis=-1, keepdims=True) + self.epsilon), x.dtype)
 

@@ -10,7 +10,7 @@ it: most images at 4x4..16x16 (--fade-images / --stable-images per resolution), 
 With no --data it trains on procedural cartoon faces rendered at --max-resolution; --data takes any folder of
 images (CelebA, CelebA-HQ, ...), downsampled per resolution in tf.data.
 
-  python chapters/pgan/main.py                          # 4 -> 8 -> 16 -> 32 on a CPU (est. ~10 min, idle 2 cores)
+  python chapters/pgan/main.py                          # 4 -> 8 -> 16 -> 32 on 2 CPU cores: 5-6 min, 10 in float32
   python chapters/pgan/main.py --max-resolution 64 --max-filters 512 --fmap-base 16384 --learning-rate 0.001 \
       --batch-size 16 --batch-sizes '' --g-average-half-life 11000 --fade-images 800000 --stable-images 800000
   python chapters/pgan/main.py --resume                 # continues mid-phase, even in the middle of a fade-in
