@@ -54,7 +54,7 @@ train-age-cgan:
 	$(PYTHON) chapters/age_cgan/main.py --stage all $(call unless_resuming,$(AGE_CGAN_CPU)) $(ARGS)
 
 # The DCGAN-paper pair at 32 px trains ~20x faster on a CPU than the book's pair (--arch book, the script's default);
-# 32 epochs of it take 6-7 minutes on 2 cores (FID 7.8-8.3; 12 epochs: 12.5-12.9, chapters/anime_dcgan/README.md).
+# 32 epochs of it take 6-7 minutes on 2 cores (FID 7.8-8.3; 12 epochs: 12.5-12.9; chapters/anime_dcgan/README.md).
 train-anime-dcgan:
 	$(PYTHON) chapters/anime_dcgan/main.py $(call unless_resuming,--arch dcgan --filters 32 --epochs 32) $(ARGS)
 
