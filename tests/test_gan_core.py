@@ -146,6 +146,40 @@ def test_a_runs_settled_flags_are_one_frozen_typed_config_that_the_stages_cannot
     assert dataclasses.replace(flags, epochs=9).epochs == 9 and flags.epochs == 3
 
 
+def test_every_chapter_hands_its_training_stages_the_frozen_config_not_the_namespace(tmp_path, monkeypatch):
+    """main() of the chapters with their own stage code (Age-cGAN, PGAN, SRGAN, 3D-GAN) parses, settles the flags
+    and hands the stage code a frozen dataclass: the stage entry points are replaced by recorders here, so nothing
+    trains; a main.py that passed the Namespace again fails this."""
+    import dataclasses
+
+    from conftest import ROOT, run_main
+
+    from chapters.age_cgan import main as age_main, stages as age_stages
+    from chapters.gan_3d import main as voxel_main, stages as voxel_stages
+    from chapters.pgan import main as pgan_main, training as pgan_training
+    from chapters.srgan import main as sr_main, stages as sr_stages
+
+    handed = {}
+    monkeypatch.setattr(age_stages.Stages, "gan", lambda self: handed.setdefault("age_cgan", self.args))
+    monkeypatch.setattr(pgan_training.Trainer, "train", lambda self: handed.setdefault("pgan", self.args) and {})
+    monkeypatch.setattr(sr_stages, "train", lambda args, run, data: handed.setdefault("srgan", args))
+    monkeypatch.setattr(voxel_stages, "train", lambda volumes, run, args: handed.setdefault("gan_3d", args))
+    runs = {
+        age_main: ["--stage", "gan", "--width", "0.125", "--num-faces", "48", "--epochs", "2"],
+        pgan_main: ["--max-resolution", "8", "--faces", "8", "--latent-dim", "8", "--max-filters", "4"],
+        sr_main: ["--residual-blocks", "1", "--hr-size", "48", "--batch-size", "2", "--content-loss", "mse",
+                  "--eval-data", ROOT / "tests" / "fixtures" / "srgan_held_out", "--epochs", "2"],
+        voxel_main: ["--cube-len", "32", "--num-shapes", "16", "--epochs", "2"],
+    }
+    for index, (module, argv) in enumerate(runs.items()):
+        assert run_main(module.main, [*argv, "--run-dir", tmp_path / f"run{index}"]) == 0, module.__name__
+    assert set(handed) == {"age_cgan", "pgan", "srgan", "gan_3d"}
+    for chapter, args in handed.items():
+        assert dataclasses.is_dataclass(args) and type(args).__dataclass_params__.frozen, chapter
+        assert args.chapter == chapter and args.seed == 0
+    assert (handed["age_cgan"].epochs, handed["srgan"].epochs, handed["gan_3d"].epochs) == (2, 2, 2)
+
+
 def test_a_stream_without_examples_is_the_noise_of_each_step_from_the_start_step():
     """A stage that learns from its own draws (Age-cGAN's encoder): batch s is noise(batch, (seed, s)), so a resumed
     stage draws what an unbroken one would."""
