@@ -200,6 +200,42 @@ def test_noise_is_the_books_latent():
     assert abs(z.std() - 0.33) < 0.01 and abs(z.mean()) < 0.01
 
 
+def test_instance_noise_is_what_d_judges_in_training_drawn_from_the_step_key():
+    import tensorflow as tf
+
+    from chapters.gan_3d import models
+
+    gan = models.VoxelGAN(models.build_generator(32, width=0.0625), models.build_discriminator(32, width=0.0625),
+                          instance_noise=0.15)
+    key = tf.constant([0, 5], tf.int64)
+    batch = gan.noise(4, key)
+    fields = [batch[f"noise_{which}"].numpy() for which in ("real", "d", "g")]
+    for field in fields:
+        assert field.shape == (4, 32, 32, 32, 1)
+        assert abs(field.std() - 0.15) < 0.003 and abs(field.mean()) < 0.003
+    assert abs(np.corrcoef(fields[0].ravel(), fields[1].ravel())[0, 1]) < 0.01  # independent draws
+    np.testing.assert_array_equal(gan.noise(4, key)["noise_d"].numpy(), fields[1])  # a resume draws the same
+    volume = tf.cast(tf.random.stateless_uniform((4, 32, 32, 32, 1), [1, 2]) > 0.9, tf.float32)
+    judged = gan.discriminate(volume, batch, "d").numpy()
+    np.testing.assert_allclose(judged, gan.discriminator(volume + fields[1], training=True).numpy(), atol=1e-6)
+    assert not np.allclose(judged, gan.discriminator(volume, training=True).numpy(), atol=1e-6)
+    np.testing.assert_allclose(gan.discriminate(volume, batch, "d", training=False).numpy(),  # sampling is noise-free
+                               gan.discriminator(volume, training=False).numpy(), atol=1e-6)
+    plain = models.VoxelGAN(gan.generator, gan.discriminator)
+    assert not any(name.startswith("noise_") for name in plain.noise(4, key))
+
+
+def test_default_trains_with_instance_noise_and_older_runs_resume_without_it(tmp_path):
+    run_dir = tmp_path / "run"
+    assert run_main(main, [*TINY, "--run-dir", run_dir]) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["instance_noise"] == 0.25
+    del config["instance_noise"]  # what a run saved before the flag existed holds
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert run_main(main, ["--resume", run_dir, "--epochs", "2"]) == 0
+    assert json.loads((run_dir / "config.json").read_text())["instance_noise"] == 0.0
+
+
 # --- end to end -------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ Trains the book's 3-D convolutional generator and discriminator (Wu et al. 2016)
 procedural voxel furniture and aircraft generated in datasets/procedural_voxels.py; --data takes the
 3DShapeNets volumetric_data folder (datasets/fetch_shapenet.py downloads it).
 
-  python chapters/gan_3d/main.py                                   # 32³ chairs, CPU-sized (about 12 min)
+  python chapters/gan_3d/main.py                                   # 32³ chairs, CPU-sized (4-11 min)
   python chapters/gan_3d/main.py --category airplane --cube-len 64 --width 1 --batch-size 32   # the book's, GPU
   python chapters/gan_3d/main.py --data 3DShapeNets/volumetric_data --category chair
   python chapters/gan_3d/main.py --stage sample --num 16 --format obj --out shapes/
@@ -20,13 +20,16 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 from common import stabilize  # noqa: E402
-from common.cli import base_parser, frozen_flags, positive_float, positive_int, run_main, unit_interval  # noqa: E402
+from common.cli import (base_parser, frozen_flags, non_negative_float, positive_float, positive_int,  # noqa: E402
+                        run_main, unit_interval)
 from common.errors import UserError  # noqa: E402
 
 # the book's optimiser settings (--book-rates); the defaults below are the ones that learn on a CPU in minutes
 BOOK_RATES = {"g_lr": 0.0025, "d_lr": 1e-5, "g_beta1": 0.5, "d_beta1": 0.9}
 # flags that shape the networks or the data: the later stages take them from the run's config.json
 _FROM_RUN = ("cube_len", "width", "category", "split", "data", "num_shapes", "z_std")
+# the measured CPU default (README): without it D wins outright on exact 0/1 voxels and G can collapse
+INSTANCE_NOISE = 0.25
 
 
 def build_parser():
@@ -54,6 +57,9 @@ def build_parser():
                       help="use the book's optimiser settings (G 0.0025/0.5, D 1e-5/0.9), overriding the four "
                            "flags above; the book's code is widely reported to end in 'always a cube' with them (see the README)")
     nets.add_argument("--z-std", type=positive_float, default=0.33, help="standard deviation of the latent z (book: 0.33)")
+    nets.add_argument("--instance-noise", type=non_negative_float, default=INSTANCE_NOISE, metavar="S",
+                      help="D judges every volume, real or generated, with N(0, S) noise added to each voxel, so it "
+                           "cannot win on the real ones being exactly 0 or 1 (see the README); 0 = off (the book)")
     nets.add_argument("--d-acc-threshold", type=float, default=1.0, metavar="A",
                       help="update D only on steps where its batch accuracy is at most A (Wu et al.: 0.8); "
                            "the default 1 always updates D: with the throttle the CPU default collapses "
@@ -93,6 +99,13 @@ def main(argv: Sequence[str]) -> int:
 
     volumes = load_volumes(args.data, args.category, args.split, args.cube_len, args.num_shapes)
     run = open_run(args, parser, argv, training=True)
+    if args.resume is not None and "instance_noise" not in run.read_config():
+        from common.cli import explicit_flags
+
+        if "instance_noise" not in explicit_flags(parser, argv):  # a run saved before the flag trained without
+            args.instance_noise = 0.0
+            if run.pending_config is not None:
+                run.pending_config["instance_noise"] = 0.0
     stages.train(volumes, run, frozen_flags(args))  # settled: training reads them, never changes them
     return 0
 

@@ -105,7 +105,12 @@ def optimizers(g_lr: float, d_lr: float, g_beta1: float, d_beta1: float
 
 
 class VoxelGAN(GAN):
-    """The chapter's GAN: z ~ N(0, z_std) shaped (1, 1, 1, 200), and the paper's discriminator throttle.
+    """The chapter's GAN: z ~ N(0, z_std) shaped (1, 1, 1, 200), instance noise, and the paper's D throttle.
+
+    With `instance_noise` s > 0, D judges every volume (real or generated, in both updates) with N(0, s) noise
+    added to each voxel (Sønderby et al. 2016; Arjovsky and Bottou 2017). Real volumes are exactly 0 or 1 and
+    G's are not, so without it D can win outright on that alone (batch accuracy 1.0) and stop giving G a
+    useful gradient; the noise makes the two overlap, so D has to judge the shape. Sampling is noise-free.
 
     With `d_acc_threshold` < 1 the discriminator is updated only on steps where its accuracy on the batch
     (real judged > 0.5, fake judged < 0.5) is at most the threshold (Wu et al. 2016 use 0.8), so it cannot
@@ -116,15 +121,28 @@ class VoxelGAN(GAN):
     tracked = ("d_loss", "g_loss", "d_real", "d_fake", "d_acc", "d_updated")
 
     def __init__(self, generator: keras.Model, discriminator: keras.Model, z_std: float = 0.33,
-                 d_acc_threshold: float = 1.0, **kwargs: Any) -> None:
+                 d_acc_threshold: float = 1.0, instance_noise: float = 0.0, **kwargs: Any) -> None:
         latent_dim = generator.inputs[0].shape[-1]
         super().__init__(generator, discriminator, latent_dim, **kwargs)
         self.z_std, self.d_acc_threshold = float(z_std), float(d_acc_threshold)
+        self.instance_noise = float(instance_noise)
+        self.volume_shape = tuple(generator.outputs[0].shape[1:])
 
     def noise(self, batch_size: int, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         z = tf.random.stateless_normal([2, batch_size, 1, 1, 1, self.latent_dim], seed, stddev=self.z_std)
         uniform = tf.random.stateless_uniform([batch_size, 3], seeds.stream(seed, seeds.STABILIZER_UNIFORMS))
-        return {"z_d": z[0], "z_g": z[1], **stabilizer_draws(uniform)}
+        draws = {"z_d": z[0], "z_g": z[1], **stabilizer_draws(uniform)}
+        if self.instance_noise:  # per example, so that tf.distribute splits it with the batch
+            fields = tf.random.stateless_normal([3, batch_size, *self.volume_shape],
+                                                seeds.stream(seed, seeds.INSTANCE_NOISE), stddev=self.instance_noise)
+            draws.update({"noise_real": fields[0], "noise_d": fields[1], "noise_g": fields[2]})
+        return draws
+
+    def discriminate(self, images: tf.Tensor, batch: dict[str, tf.Tensor], which: str, training: bool = True,
+                     network: keras.Model | None = None) -> tf.Tensor:
+        if training and self.instance_noise:
+            images = images + tf.cast(batch[f"noise_{which}"], images.dtype)
+        return super().discriminate(images, batch, which, training, network)
 
     def train_step(self, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         tape, per_example, d_loss, real_out, fake_out = self.discriminator_loss(batch)

@@ -35,7 +35,8 @@ def train(volumes, run, args) -> None:
     with strategy.scope():
         gan = models.VoxelGAN(models.build_generator(args.cube_len, width=args.width, occupancy=float(volumes.mean())),
                               models.build_discriminator(args.cube_len, width=args.width, pack=options.pack),
-                              z_std=args.z_std, d_acc_threshold=args.d_acc_threshold, options=options)
+                              z_std=args.z_std, d_acc_threshold=args.d_acc_threshold,
+                              instance_noise=args.instance_noise, options=options)
         d_optimizer, g_optimizer = models.optimizers(args.g_lr, args.d_lr, args.g_beta1, args.d_beta1)
         gan.compile(d_optimizer=d_optimizer, g_optimizer=g_optimizer, jit_compile=args.xla)
     latents = fixed_latents(args.grid, args.z_std, args.seed)
