@@ -225,14 +225,19 @@ def test_instance_noise_is_what_d_judges_in_training_drawn_from_the_step_key():
     assert not any(name.startswith("noise_") for name in plain.noise(4, key))
 
 
-def test_default_trains_with_instance_noise_and_older_runs_resume_without_it(tmp_path):
+def test_default_trains_with_instance_noise_and_older_runs_resume_without_it(tmp_path, monkeypatch):
+    from chapters.gan_3d import stages
+
     run_dir = tmp_path / "run"
     assert run_main(main, [*TINY, "--run-dir", run_dir]) == 0
     config = json.loads((run_dir / "config.json").read_text())
     assert config["instance_noise"] == 0.25
     del config["instance_noise"]  # what a run saved before the flag existed holds
     (run_dir / "config.json").write_text(json.dumps(config))
+    trained_with, train = [], stages.train
+    monkeypatch.setattr(stages, "train", lambda *a: trained_with.append(a[2].instance_noise) or train(*a))
     assert run_main(main, ["--resume", run_dir, "--epochs", "2"]) == 0
+    assert trained_with == [0.0]  # the training itself, not only the config it writes
     assert json.loads((run_dir / "config.json").read_text())["instance_noise"] == 0.0
 
 

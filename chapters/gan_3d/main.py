@@ -4,7 +4,7 @@ Trains the book's 3-D convolutional generator and discriminator (Wu et al. 2016)
 procedural voxel furniture and aircraft generated in datasets/procedural_voxels.py; --data takes the
 3DShapeNets volumetric_data folder (datasets/fetch_shapenet.py downloads it).
 
-  python chapters/gan_3d/main.py                                   # 32³ chairs, CPU-sized (4-11 min)
+  python chapters/gan_3d/main.py                                   # 32³ chairs, CPU-sized (3.5-11 min)
   python chapters/gan_3d/main.py --category airplane --cube-len 64 --width 1 --batch-size 32   # the book's, GPU
   python chapters/gan_3d/main.py --data 3DShapeNets/volumetric_data --category chair
   python chapters/gan_3d/main.py --stage sample --num 16 --format obj --out shapes/
@@ -62,8 +62,8 @@ def build_parser():
                            "cannot win on the real ones being exactly 0 or 1 (see the README); 0 = off (the book)")
     nets.add_argument("--d-acc-threshold", type=float, default=1.0, metavar="A",
                       help="update D only on steps where its batch accuracy is at most A (Wu et al.: 0.8); "
-                           "the default 1 always updates D: with the throttle the CPU default collapses "
-                           "to one shape (see the README)")
+                           "the default 1 always updates D: with the throttle the CPU default (before "
+                           "--instance-noise) collapsed to one shape (see the README)")
     out = parser.add_argument_group("pictures and exports")
     out.add_argument("--grid", type=positive_int, default=16, metavar="N", help="shapes in each epoch's render grid")
     out.add_argument("--format", choices=("png", "npy", "obj"), default="png",
