@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from common.cli import PYTHON, explicit_flags
 from common.errors import UserError
@@ -172,7 +172,7 @@ _current: Run | None = None
 
 
 def open_run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str],
-             training: bool) -> Run:
+             training: bool, older_runs: Mapping[str, Any] | None = None) -> Run:
     """Resolves the run directory for this invocation.
 
     A new training run gets a fresh folder and its config.json at once. `--resume` (or `--run-dir` naming an
@@ -180,15 +180,19 @@ def open_run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Se
     flags (flags typed now win); its config.json is rewritten only by `Run.commit_config()`, which the
     training loop calls once the checkpoint has been restored, so a failed resume changes nothing. Other
     stages use `--run-dir` or the chapter's latest run.
+
+    `older_runs` {flag: value}: flags added after some runs were saved, with what those runs trained with (the
+    behaviour before the flag); a reopened run whose config.json lacks one takes that value, not the flag's
+    new default, unless it is typed now.
     """
     global _current
     if args.resume is not None:
         if args.run_dir and args.resume != "latest":
             raise UserError("give the run to resume either as --resume DIR or as --run-dir DIR, not both")
         run = _find_run(args, args.run_dir or (None if args.resume == "latest" else args.resume), resume=True)
-        _restore_flags(run, args, parser, argv)
+        _restore_flags(run, args, parser, argv, older_runs)
     elif training:
-        run = _new_or_later_stage(args, parser, argv)
+        run = _new_or_later_stage(args, parser, argv, older_runs)
     else:
         return _find_run(args, args.run_dir)
     existed = run.root.exists()
@@ -206,7 +210,8 @@ def _config_of(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_SAVED}
 
 
-def _new_or_later_stage(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str]) -> Run:
+def _new_or_later_stage(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str],
+                        older_runs: Mapping[str, Any] | None) -> Run:
     if not args.run_dir:
         run = Run(Path(args.runs_root) / args.chapter / time.strftime("%Y%m%d-%H%M%S"))
         while run.root.exists():  # two runs started in the same second
@@ -219,19 +224,20 @@ def _new_or_later_stage(args: argparse.Namespace, parser: argparse.ArgumentParse
         if run.has_checkpoint():
             raise UserError(f"{run} already holds a trained run; continue it with --resume {run} "
                             "or choose another --run-dir")
-        _restore_flags(run, args, parser, argv)  # a later stage of this run (e.g. train after pretrain)
+        _restore_flags(run, args, parser, argv, older_runs)  # a later stage of this run (e.g. train after pretrain)
     elif run.root.is_dir() and any(run.root.iterdir()):
         raise UserError(f"--run-dir {run} is a folder with other files in it and not a run; choose a new or "
                         "empty folder (nothing in it was changed)")
     return run
 
 
-def _restore_flags(run: Run, args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+def _restore_flags(run: Run, args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str],
+                   older_runs: Mapping[str, Any] | None = None) -> None:
     """The run's saved flags under the ones typed now; its config.json is rewritten at commit_config()."""
     saved = run.read_config()
     _check_chapter(run, saved, args.chapter)
     typed = explicit_flags(parser, argv)
-    for key, value in saved.items():
+    for key, value in {**(older_runs or {}), **saved}.items():
         if key not in typed and key not in _NOT_SAVED and hasattr(args, key):
             setattr(args, key, value)
     run.pending_config = _config_of(args)

@@ -98,14 +98,7 @@ def main(argv: Sequence[str]) -> int:
         return getattr(stages, args.stage)(run, args)  # sample, evaluate or interpolate
 
     volumes = load_volumes(args.data, args.category, args.split, args.cube_len, args.num_shapes)
-    run = open_run(args, parser, argv, training=True)
-    if args.resume is not None and "instance_noise" not in run.read_config():
-        from common.cli import explicit_flags
-
-        if "instance_noise" not in explicit_flags(parser, argv):  # a run saved before the flag trained without
-            args.instance_noise = 0.0
-            if run.pending_config is not None:
-                run.pending_config["instance_noise"] = 0.0
+    run = open_run(args, parser, argv, training=True, older_runs={"instance_noise": 0.0})  # saved before the flag
     stages.train(volumes, run, frozen_flags(args))  # settled: training reads them, never changes them
     return 0
 

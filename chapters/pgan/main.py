@@ -125,13 +125,12 @@ def main(argv: Sequence[str]) -> int:
         data = TrainingData.from_args(args)  # checked before a run folder is made
         run = open_run(args, parser, argv, training=True)
     else:
-        from chapters.pgan.training import flags_of_older_runs
         from common.cli import explicit_flags
 
-        run, typed = open_run(args, parser, argv, training=True), explicit_flags(parser, argv)
-        if "stop_after_images" not in typed:
+        # a run saved before --fmap-base and --g-average-half-life existed trained with 16384 and no average
+        run = open_run(args, parser, argv, training=True, older_runs={"fmap_base": 16384, "g_average_half_life": 0})
+        if "stop_after_images" not in explicit_flags(parser, argv):
             args.stop_after_images = None  # a time box applies to the session that asked for it
-        flags_of_older_runs(run, args, typed)
         check_args(args)  # the run's saved flags, with the ones typed now on top
         check_memory(args)
         data = TrainingData.from_args(args)

@@ -14,17 +14,6 @@ BF16_ON_CPU = True
 FACES_SEED = 0  # the embedded training set is procedural_faces.make_dataset(--faces, FACES_SEED, --max-resolution)
 
 
-def flags_of_older_runs(run, args, typed) -> None:
-    """A run saved before --fmap-base and --g-average-half-life existed trained with 16384 and no average: it
-    resumes so (also in the config the resume writes), unless the flag is typed now."""
-    saved = run.read_config()
-    for key, before in (("fmap_base", 16384), ("g_average_half_life", 0)):
-        if key not in saved and key not in typed:
-            setattr(args, key, before)
-            if run.pending_config is not None:
-                run.pending_config[key] = before
-
-
 class TrainingData:
     """The real images at any resolution: procedural faces box-filtered down from --max-resolution (cached per
     resolution), or an image folder decoded straight at each resolution (cached while it fits --cache-mb)."""
