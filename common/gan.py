@@ -9,7 +9,7 @@ tf.data, so a step's noise is fixed by (seed, step) and split across replicas li
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import keras
 import tensorflow as tf
@@ -92,8 +92,12 @@ class GAN(keras.Model):
         # every tensor keeps the batch on axis 0: tf.distribute splits them there across replicas
         return {"z_d": z[0], "z_g": z[1], **stabilizer_draws(uniform)}
 
+    def generator_inputs(self, batch: Batch, which: str) -> Any:
+        """What G takes for the fakes of the D update ("d") or the G update ("g")."""
+        return batch[f"z_{which}"]
+
     def generate(self, batch: Batch, which: str, training: bool = True) -> tf.Tensor:
-        return self.generator(batch[f"z_{which}"], training=training)
+        return self.generator(self.generator_inputs(batch, which), training=training)
 
     def discriminate(self, images: tf.Tensor, batch: Batch, which: str, training: bool = True,
                      network: keras.Model | None = None) -> tf.Tensor:
@@ -139,13 +143,20 @@ class GAN(keras.Model):
         if self.options.average_generator and self.average is None:
             from common.ema import GeneratorAverage
 
-            self.average = GeneratorAverage(self.generator, self.options.average_generator)
+            self.average = GeneratorAverage(self.generator, self.options.average_generator, self.statistics_inputs)
         if self.options.historical_averaging and not hasattr(self, "historical"):
             self.historical, self.historical_count = {}, {}
             for model in (self.discriminator, self.generator):
                 self.historical[model.name] = [tf.Variable(tf.cast(w, tf.float32), trainable=False)
                                                for w in model.trainable_variables]
                 self.historical_count[model.name] = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def statistics_inputs(self, batches: int = 8, batch_size: int = 64) -> Iterable[Any]:
+        """The same G inputs at every call (512 by default), on which a weight average recomputes its
+        BatchNormalization statistics (common.ema); drawn lazily, one batch at a time."""
+        for index in range(batches):
+            key = tf.constant([0, seeds.AVERAGE_STATISTICS + index], tf.int64)
+            yield self.generator_inputs(self.noise(batch_size, key), "g")
 
     def train_step(self, batch: Batch) -> dict[str, tf.Tensor]:
         d_loss, d_real, d_fake = self.discriminator_step(batch)
@@ -255,8 +266,8 @@ class ConditionalGAN(GAN):
         batch["labels_g"] = tf.one_hot(classes[:, 1], self.num_classes)
         return batch
 
-    def generate(self, batch: Batch, which: str, training: bool = True) -> tf.Tensor:
-        return self.generator([batch[f"z_{which}"], batch[f"labels_{which}"]], training=training)
+    def generator_inputs(self, batch: Batch, which: str) -> Any:
+        return [batch[f"z_{which}"], batch[f"labels_{which}"]]
 
     def discriminate(self, images: tf.Tensor, batch: Batch, which: str, training: bool = True,
                      network: keras.Model | None = None) -> tf.Tensor:

@@ -23,6 +23,8 @@ STABILIZER_UNIFORMS = 1 << 41   # common.gan.stabilizer_draws: label noise and t
 PENALTY_MIX = 2 << 40           # PGAN's gradient-penalty interpolation weights (= STABILIZER_UNIFORMS: PGAN's
                                 # step draws nothing from common.gan)
 INSTANCE_NOISE = 3 << 40        # the 3D-GAN's instance noise on D's inputs (chapters/gan_3d/models.VoxelGAN)
+AVERAGE_STATISTICS = 4 << 40    # the fixed latents (key (0, this + i)) on which a G average recomputes its
+                                # BatchNormalization statistics (common.ema, common.gan.GAN.statistics_inputs)
 ENCODER_STEPS = 1_000_000       # Age-cGAN's encoder stage: step i is keyed (seed, ENCODER_STEPS + i), away from
                                 # the GAN stage's keys of the same run seed
 ENCODER_LABELS_SHIFT = 1        # the encoder's class draw: its latent key plus one in both components

@@ -87,7 +87,8 @@ def test_the_named_seed_streams_of_one_step_never_meet():
     key = tf.constant([7, 123], tf.int64)
     np.testing.assert_array_equal(seeds.stream(key, seeds.PENALTY_MIX).numpy(), [7, 123 + (2 << 40)])
     # the draws of one training step (common.gan, and PGAN's step) use distinct streams far apart
-    for streams in ((seeds.LATENT, seeds.CONDITION_LABELS, seeds.STABILIZER_UNIFORMS, seeds.INSTANCE_NOISE),
+    for streams in ((seeds.LATENT, seeds.CONDITION_LABELS, seeds.STABILIZER_UNIFORMS, seeds.INSTANCE_NOISE,
+                     seeds.AVERAGE_STATISTICS),
                     (seeds.LATENT, seeds.G_LATENT, seeds.PENALTY_MIX)):
         gaps = np.diff(sorted(streams))
         assert len(set(streams)) == len(streams) and gaps.min() >= 1 << 40

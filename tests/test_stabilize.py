@@ -173,6 +173,54 @@ def test_the_generator_average_is_what_is_sampled_saved_and_resumed(tmp_path):
     assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(saved, resumed))
 
 
+def test_average_normalises_with_batchnorm_statistics_of_its_own_weights():
+    from common.ema import GeneratorAverage
+    from common.gan import ConditionalGAN
+
+    z = keras.Input((3,))
+    hidden = keras.layers.Dense(4, name="project")(z)
+    generator = keras.Model(z, keras.layers.Dense(2)(keras.layers.BatchNormalization(name="bn")(hidden)))
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((16, 3)).astype(np.float32) for _ in range(3)]
+    with pytest.raises(ValueError, match="statistics_inputs"):
+        GeneratorAverage(generator, 0.5)
+    average = GeneratorAverage(generator, 0.5, statistics_inputs=lambda: iter(batches))
+    raw = generator.get_layer("bn")  # the raw G's statistics, far from what the averaged weights make
+    raw.moving_mean.assign(np.full(4, 50.0, np.float32))
+    raw.moving_variance.assign(np.full(4, 9.0, np.float32))
+    project = generator.get_layer("project")
+    project.kernel.assign(project.kernel * 3.0 + 1.0)
+    for _ in range(5):
+        average.on_train_batch_end(0)
+    own = average.average.get_layer("bn")
+    assert np.allclose(own.moving_mean.numpy(), 0.0)  # not averaged in (the old average held 50 here)
+    average.on_epoch_end(0)
+    kernel, bias = (w.numpy() for w in average.average.get_layer("project").weights)
+    activations = np.concatenate(batches) @ kernel + bias  # the averaged weights' own inputs to the norm
+    np.testing.assert_allclose(own.moving_mean.numpy(), activations.mean(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(own.moving_variance.numpy(), activations.var(axis=0), rtol=1e-4, atol=1e-5)
+    assert np.allclose(raw.moving_mean.numpy(), 50.0)  # the raw G keeps its own
+    normalised = average.average.predict(batches[0], verbose=0)
+    expected = ((activations[:16] - activations.mean(0)) / np.sqrt(activations.var(0) + own.epsilon)
+                * own.gamma.numpy() + own.beta.numpy())
+    last = average.average.layers[-1]
+    np.testing.assert_allclose(normalised, expected @ last.kernel.numpy() + last.bias.numpy(), rtol=1e-4, atol=1e-4)
+
+    # the GANs hand it the same inputs at every call, in the shape their G takes
+    def critic():
+        image = keras.Input((2,))
+        return keras.Model(image, keras.layers.Dense(1, activation="sigmoid", name="score")(image))
+
+    gan = GAN(generator, critic(), 3)
+    first, second = list(gan.statistics_inputs(2, 4)), list(gan.statistics_inputs(2, 4))
+    assert len(first) == 2 and first[0].shape == (4, 3) and not np.allclose(first[0], first[1])
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    label = keras.Input((5,))
+    conditional = keras.Model([z, label], keras.layers.Dense(2)(keras.layers.Concatenate()([z, label])))
+    labelled = next(ConditionalGAN(conditional, critic(), 3, 5).statistics_inputs(1, 4))
+    assert [tuple(x.shape) for x in labelled] == [(4, 3), (4, 5)]
+
+
 def test_average_update_follows_its_formula():
     import keras
 
