@@ -38,6 +38,9 @@ class GeneratorAverage(keras.callbacks.Callback):
         self.average = keras.models.clone_model(generator)
         self.average.set_weights(generator.get_weights())
         self.norms = [layer for layer in self.average.layers if isinstance(layer, keras.layers.BatchNormalization)]
+        if any(isinstance(inner, keras.layers.BatchNormalization) for layer in self.average.layers
+               if isinstance(layer, keras.Model) for inner in layer._flatten_layers()):
+            raise ValueError("averaging a generator with BatchNormalization inside a nested model is not supported")
         if self.norms and statistics_inputs is None:
             raise ValueError("averaging a generator with BatchNormalization needs statistics_inputs")
         self.statistics_inputs = statistics_inputs
@@ -70,12 +73,12 @@ class GeneratorAverage(keras.callbacks.Callback):
         for norm in self.norms:
             probe = keras.Model(self.average.inputs, norm.input)
             total = squares = count = 0.0
-            for inputs in self.statistics_inputs():
-                x = tf.cast(probe(inputs, training=False), tf.float64)
+            for inputs in self.statistics_inputs():  # per batch in float32, summed in float64
+                x = tf.cast(probe(inputs, training=False), tf.float32)
                 axes = [i for i in range(len(x.shape)) if i != norm.axis % len(x.shape)]
-                total += tf.reduce_sum(x, axes)
-                squares += tf.reduce_sum(tf.square(x), axes)
-                count += float(tf.size(x)) / float(x.shape[norm.axis])
+                mean, variance = (tf.cast(m, tf.float64) for m in tf.nn.moments(x, axes))
+                size = float(tf.size(x)) / float(x.shape[norm.axis])
+                total, squares, count = total + size * mean, squares + size * (variance + tf.square(mean)), count + size
             mean = total / count
             norm.moving_mean.assign(tf.cast(mean, norm.moving_mean.dtype))
             norm.moving_variance.assign(tf.cast(tf.maximum(squares / count - tf.square(mean), 0.0),

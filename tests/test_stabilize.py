@@ -178,33 +178,45 @@ def test_average_normalises_with_batchnorm_statistics_of_its_own_weights():
     from common.gan import ConditionalGAN
 
     z = keras.Input((3,))
-    hidden = keras.layers.Dense(4, name="project")(z)
-    generator = keras.Model(z, keras.layers.Dense(2)(keras.layers.BatchNormalization(name="bn")(hidden)))
+    hidden = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn")(keras.layers.Dense(4, name="project")(z)))
+    middle = keras.layers.BatchNormalization(name="bn2")(keras.layers.Dense(3, name="middle")(hidden))
+    generator = keras.Model(z, keras.layers.Dense(2)(middle))
     rng = np.random.default_rng(0)
     batches = [rng.standard_normal((16, 3)).astype(np.float32) for _ in range(3)]
     with pytest.raises(ValueError, match="statistics_inputs"):
         GeneratorAverage(generator, 0.5)
     average = GeneratorAverage(generator, 0.5, statistics_inputs=lambda: iter(batches))
-    raw = generator.get_layer("bn")  # the raw G's statistics, far from what the averaged weights make
-    raw.moving_mean.assign(np.full(4, 50.0, np.float32))
-    raw.moving_variance.assign(np.full(4, 9.0, np.float32))
+    for name in ("bn", "bn2"):  # the raw G's statistics, far from what the averaged weights make
+        generator.get_layer(name).moving_mean.assign(np.full(generator.get_layer(name).moving_mean.shape, 50.0))
+        generator.get_layer(name).moving_variance.assign(np.full(generator.get_layer(name).moving_variance.shape, 9.0))
     project = generator.get_layer("project")
     project.kernel.assign(project.kernel * 3.0 + 1.0)
     for _ in range(5):
         average.on_train_batch_end(0)
-    own = average.average.get_layer("bn")
+    own, own2 = average.average.get_layer("bn"), average.average.get_layer("bn2")
     assert np.allclose(own.moving_mean.numpy(), 0.0)  # not averaged in (the old average held 50 here)
     average.on_epoch_end(0)
-    kernel, bias = (w.numpy() for w in average.average.get_layer("project").weights)
-    activations = np.concatenate(batches) @ kernel + bias  # the averaged weights' own inputs to the norm
-    np.testing.assert_allclose(own.moving_mean.numpy(), activations.mean(axis=0), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(own.moving_variance.numpy(), activations.var(axis=0), rtol=1e-4, atol=1e-5)
-    assert np.allclose(raw.moving_mean.numpy(), 50.0)  # the raw G keeps its own
-    normalised = average.average.predict(batches[0], verbose=0)
-    expected = ((activations[:16] - activations.mean(0)) / np.sqrt(activations.var(0) + own.epsilon)
-                * own.gamma.numpy() + own.beta.numpy())
+
+    def dense(name, x):
+        kernel, bias = (w.numpy() for w in average.average.get_layer(name).weights)
+        return x @ kernel + bias
+
+    def normalise(norm, x):
+        return ((x - norm.moving_mean.numpy()) / np.sqrt(norm.moving_variance.numpy() + norm.epsilon)
+                * norm.gamma.numpy() + norm.beta.numpy())
+
+    first = dense("project", np.concatenate(batches))  # the averaged weights' own inputs to the first norm
+    np.testing.assert_allclose(own.moving_mean.numpy(), first.mean(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(own.moving_variance.numpy(), first.var(axis=0), rtol=1e-4, atol=1e-5)
+    # the second norm's inputs pass through the first norm with its new statistics (layer by layer, in order)
+    second = dense("middle", np.maximum(normalise(own, first), 0.0))
+    np.testing.assert_allclose(own2.moving_mean.numpy(), second.mean(axis=0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(own2.moving_variance.numpy(), second.var(axis=0), rtol=1e-4, atol=1e-4)
+    assert np.allclose(generator.get_layer("bn").moving_mean.numpy(), 50.0)  # the raw G keeps its own
     last = average.average.layers[-1]
-    np.testing.assert_allclose(normalised, expected @ last.kernel.numpy() + last.bias.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(average.average.predict(batches[0], verbose=0),
+                               normalise(own2, second[:16]) @ last.kernel.numpy() + last.bias.numpy(),
+                               rtol=1e-4, atol=1e-4)
 
     # the GANs hand it the same inputs at every call, in the shape their G takes
     def critic():
