@@ -223,3 +223,44 @@ def test_prepare_anime_crops_the_first_face_and_counts_misses(tmp_path):
     assert counts == {"images": 2, "saved": 1, "no_face": 1, "unreadable": 0}
     face = np.asarray(Image.open(next((tmp_path / "out").glob("*.png"))))
     assert face.shape == (16, 16, 3) and np.abs(face.astype(int) - (200, 100, 50)).max() <= 2
+
+
+def test_an_averaged_generator_saves_batchnorm_statistics_of_its_own_and_resumes_them_exactly(tmp_path):
+    """--average-generator on a G with BatchNorm: the saved generator normalises with the statistics of the
+    averaged weights (recomputed at the epoch end, before the save), not the raw G's, and a split run saves the
+    same ones as an unbroken run."""
+    import keras
+    import tensorflow as tf
+
+    from common.checkpoints import load_model
+    from common.ema import GeneratorAverage
+    from common.gan import GAN
+
+    def train(run, epochs, resume=False):
+        argv = [*TINY, "--image-size", "32", "--epochs", str(epochs), "--average-generator", "0.5"]
+        return run_main(main, [*argv, *(["--resume", run] if resume else ["--run-dir", run])])
+
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert train(whole, 2) == 0
+    assert train(split, 1) == 0 and train(split, 2, resume=True) == 0
+    saved = load_model(whole / "models" / "generator.keras", "")
+    norms = [layer for layer in saved.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms
+    statistics = [w.numpy().copy() for norm in norms for w in (norm.moving_mean, norm.moving_variance)]
+    # the raw G's statistics (checkpointed) are another network's: the average does not borrow them
+    raw = tf.train.load_checkpoint(str(whole / "checkpoints"))
+    raw_means = [raw.get_tensor(name) for name in raw.get_variable_to_shape_map()
+                 if name.startswith("generator/") and "moving_mean" in name]
+    assert raw_means and not any(np.allclose(m, statistics[0]) for m in raw_means if m.shape == statistics[0].shape)
+    # recomputing them from the saved weights on the same fixed latents changes nothing: they are its own
+    critic = load_model(whole / "models" / "discriminator.keras", "")
+    again = GeneratorAverage(saved, 0.5, GAN(saved, critic, saved.inputs[0].shape[-1]).statistics_inputs)
+    for norm in again.norms:  # start the copy from BatchNorm's initial statistics
+        norm.moving_mean.assign(tf.zeros_like(norm.moving_mean))
+        norm.moving_variance.assign(tf.ones_like(norm.moving_variance))
+    again.recompute_statistics()
+    for before, norm in zip(statistics[::2], again.norms):
+        np.testing.assert_allclose(norm.moving_mean.numpy(), before, rtol=1e-4, atol=1e-5)
+    resumed = load_model(split / "models" / "generator.keras", "")
+    for a, b in zip(saved.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
