@@ -218,6 +218,29 @@ def debris_fractions(volumes: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return shares
 
 
+def occupancy_by_height(volumes: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Volumes (N, X, Y, Z[, 1]) -> the mean occupancy of each horizontal slice, bottom to top (z, the renders'
+    vertical axis)."""
+    return binarize(volumes, threshold).mean(axis=(0, 1, 2))
+
+
+def height_scores(samples: np.ndarray, references: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Where the generated voxels sit in height against the references: a sampler can lower its loose-voxel count
+    by dropping thin parts (a chair's legs), and these show it.
+
+    `height_profile_distance`: the total-variation distance between the two occupancy-by-height distributions
+    (0: the same vertical spread of material, 1: none at the same heights). `lowest_quarter_vs_training`: the
+    samples' occupancy in the lowest quarter of the height (legs, bases, landing gear) over the references'
+    (1: as much as the data; nan where the references have none there).
+    """
+    generated, reference = occupancy_by_height(samples, threshold), occupancy_by_height(references, threshold)
+    distance = 0.5 * np.abs(generated / max(generated.sum(), 1e-12) - reference / max(reference.sum(), 1e-12)).sum()
+    quarter = max(1, len(reference) // 4)
+    lowest = reference[:quarter].sum()
+    return {"height_profile_distance": float(distance) if generated.sum() and reference.sum() else float("nan"),
+            "lowest_quarter_vs_training": float(generated[:quarter].sum() / lowest) if lowest else float("nan")}
+
+
 def shape_metrics(samples: np.ndarray, references: np.ndarray, novelty_below: float = 0.9,
                   threshold: float = 0.5) -> dict[str, float]:
     """The 3D-GAN chapter's scores of generated shapes against the training shapes."""
@@ -231,4 +254,5 @@ def shape_metrics(samples: np.ndarray, references: np.ndarray, novelty_below: fl
         "empty_fraction": float((filled == 0).mean()),
         "debris_fraction": float(debris_fractions(samples, threshold).mean()),
         "debris_fraction_training": float(debris_fractions(references, threshold).mean()),
+        **height_scores(samples, references, threshold),
     }

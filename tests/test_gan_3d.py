@@ -296,6 +296,11 @@ def test_interpolate_and_evaluate_stages(trained, tmp_path):
     scores = metrics["metrics"]
     for key in ("nearest_train_iou_mean", "novel_fraction", "pairwise_iou_mean"):
         assert 0.0 <= scores[key] <= 1.0, key
+    if scores["occupancy_mean"] > 0:
+        assert 0.0 <= scores["height_profile_distance"] <= 1.0
+    else:  # a one-epoch G may draw nothing: no material has no height profile (null), and no legs
+        assert scores["height_profile_distance"] is None and scores["lowest_quarter_vs_training"] == 0.0
+    assert scores["lowest_quarter_vs_training"] >= 0.0
 
 
 def test_saved_generator_loads_in_a_fresh_process_in_safe_mode(trained, tmp_path):

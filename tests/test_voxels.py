@@ -6,7 +6,7 @@ import pytest
 
 from common.voxels import (exposed_faces, interpolate_latents, iou_matrix, mean_pairwise_iou, nearest_iou,
                            render_grid, shape_metrics, voxel_mesh, write_obj)
-from common.voxels import debris_fractions
+from common.voxels import debris_fractions, height_scores
 from datasets.procedural_voxels import CATEGORIES, make_shape, make_shapes
 
 
@@ -109,3 +109,24 @@ def test_debris_fraction_counts_voxels_outside_the_largest_26_connected_piece():
     assert debris_fractions(np.concatenate([solid, empty])).tolist() == [0.0, 0.0]
     scores = shape_metrics(np.concatenate([volume, solid]), solid)
     assert scores["debris_fraction"] == pytest.approx(1 / 30) and scores["debris_fraction_training"] == 0.0
+
+
+def test_height_scores_show_samples_that_drop_the_legs():
+    chairs = np.zeros((2, 8, 8, 8, 1), np.float32)
+    chairs[:, 1:7, 1:7, 4] = 1.0                        # a seat at height 4 (36 voxels)
+    chairs[:, 1, 1:7, 5:8] = 1.0                        # a back (18 voxels)
+    for x, y in ((1, 1), (1, 6), (6, 1), (6, 6)):     # four legs, heights 0-3 (16 voxels)
+        chairs[:, x, y, 0:4] = 1.0
+    legless = chairs.copy()
+    legless[:, :, :, 0:4] = 0.0
+    same = height_scores(chairs, chairs)
+    assert same["height_profile_distance"] == 0.0 and same["lowest_quarter_vs_training"] == 1.0
+    missing = height_scores(legless, chairs)
+    # the lowest quarter (heights 0-1) holds 8 of the 70 voxels; all of them are gone
+    assert missing["lowest_quarter_vs_training"] == 0.0
+    assert missing["height_profile_distance"] == pytest.approx(16 / 70)  # the legs' share moves to the seat and back
+    half = chairs.copy()
+    half[:, :, :, 0] = 0.0
+    assert height_scores(half, chairs)["lowest_quarter_vs_training"] == pytest.approx(0.5)
+    assert set(same) <= set(shape_metrics(chairs, chairs))
+    assert np.isnan(height_scores(chairs, np.zeros_like(chairs))["lowest_quarter_vs_training"])
