@@ -7,7 +7,7 @@ import pytest
 from common.voxels import (exposed_faces, interpolate_latents, iou_matrix, mean_pairwise_iou, nearest_iou,
                            render_grid, shape_metrics, voxel_mesh, write_obj)
 from common.voxels import debris_fractions, height_scores
-from datasets.procedural_voxels import CATEGORIES, make_shape, make_shapes
+from datasets.procedural_voxels import CATEGORIES, make_shapes
 
 
 def _read_obj(path):
