@@ -219,9 +219,10 @@ def debris_fractions(volumes: np.ndarray, threshold: float = 0.5) -> np.ndarray:
 
 
 def occupancy_by_height(volumes: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Volumes (N, X, Y, Z[, 1]) -> the mean occupancy of each horizontal slice, bottom to top (z, the renders'
+    """One volume or a batch -> the mean occupancy of each horizontal slice, bottom to top (z, the renders'
     vertical axis)."""
-    return binarize(volumes, threshold).mean(axis=(0, 1, 2))
+    filled = binarize(volumes, threshold)
+    return filled.reshape(-1, filled.shape[-1]).mean(axis=0)
 
 
 def height_scores(samples: np.ndarray, references: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
@@ -229,16 +230,24 @@ def height_scores(samples: np.ndarray, references: np.ndarray, threshold: float 
     by dropping thin parts (a chair's legs), and these show it.
 
     `height_profile_distance`: the total-variation distance between the two occupancy-by-height distributions
-    (0: the same vertical spread of material, 1: none at the same heights). `lowest_quarter_vs_training`: the
-    samples' occupancy in the lowest quarter of the height (legs, bases, landing gear) over the references'
-    (1: as much as the data; nan where the references have none there).
+    (0: the material at the same heights, 1: none at the same heights). `lowest_quarter_vs_training`: the samples'
+    mean occupancy in the lowest quarter of the references' height span (from their lowest to their highest
+    occupied slice: legs and bases, whether the data stand on the grid's floor or are centred in it) over the
+    references' (1: as many voxels there per shape as the data; more material overall also raises it). Both
+    are nan where a side has no occupied voxel at all (the ratio is 0 for empty samples).
     """
     generated, reference = occupancy_by_height(samples, threshold), occupancy_by_height(references, threshold)
-    distance = 0.5 * np.abs(generated / max(generated.sum(), 1e-12) - reference / max(reference.sum(), 1e-12)).sum()
-    quarter = max(1, len(reference) // 4)
-    lowest = reference[:quarter].sum()
-    return {"height_profile_distance": float(distance) if generated.sum() and reference.sum() else float("nan"),
-            "lowest_quarter_vs_training": float(generated[:quarter].sum() / lowest) if lowest else float("nan")}
+    scores = {"height_profile_distance": float("nan"), "lowest_quarter_vs_training": float("nan")}
+    if not reference.sum():
+        return scores
+    if generated.sum():
+        scores["height_profile_distance"] = float(0.5 * np.abs(generated / generated.sum()
+                                                                 - reference / reference.sum()).sum())
+    occupied = np.flatnonzero(reference)
+    bottom = occupied[0]
+    band = slice(bottom, bottom + max(1, (occupied[-1] - bottom + 1) // 4))
+    scores["lowest_quarter_vs_training"] = float(generated[band].sum() / reference[band].sum())
+    return scores
 
 
 def shape_metrics(samples: np.ndarray, references: np.ndarray, novelty_below: float = 0.9,

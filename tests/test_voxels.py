@@ -6,7 +6,7 @@ import pytest
 
 from common.voxels import (exposed_faces, interpolate_latents, iou_matrix, mean_pairwise_iou, nearest_iou,
                            render_grid, shape_metrics, voxel_mesh, write_obj)
-from common.voxels import debris_fractions, height_scores
+from common.voxels import debris_fractions, height_scores, occupancy_by_height
 from datasets.procedural_voxels import CATEGORIES, make_shapes
 
 
@@ -130,3 +130,10 @@ def test_height_scores_show_samples_that_drop_the_legs():
     assert height_scores(half, chairs)["lowest_quarter_vs_training"] == pytest.approx(0.5)
     assert set(same) <= set(shape_metrics(chairs, chairs))
     assert np.isnan(height_scores(chairs, np.zeros_like(chairs))["lowest_quarter_vs_training"])
+    # per shape, not per set: one chair against a set of a chair and a legless one has twice the data's legs
+    assert height_scores(chairs[:1], np.concatenate([chairs[:1], legless[:1]]))["lowest_quarter_vs_training"] == 2.0
+    np.testing.assert_array_equal(occupancy_by_height(chairs[0]), occupancy_by_height(chairs))  # one volume
+    # data centred in a taller grid (3DShapeNets): the quarter is of the data's own height span, heights 2-3 here
+    lifted, lifted_half = np.zeros((2, 8, 8, 12, 1), np.float32), np.zeros((2, 8, 8, 12, 1), np.float32)
+    lifted[:, :, :, 2:10], lifted_half[:, :, :, 2:10] = chairs, half
+    assert height_scores(lifted_half, lifted)["lowest_quarter_vs_training"] == pytest.approx(0.5)
