@@ -170,7 +170,7 @@ def pipeline(work: Path, quick: bool, rounds: int, log=print) -> dict:
     keras.utils.set_random_seed(0)
     gan = voxel_models.VoxelGAN(voxel_models.build_generator(32, width=0.25),
                                 voxel_models.build_discriminator(32, width=0.25), d_acc_threshold=1.0)
-    d_opt, g_opt = voxel_models.optimizers(1e-3, 1e-4, 0.5, 0.5)
+    d_opt, g_opt = voxel_models.optimizers(1e-3, 2e-4, 0.5, 0.5)
     gan.compile(d_optimizer=d_opt, g_optimizer=g_opt)
     to_volume = lambda row: {"real": tf.cast(row["real"], tf.float32)[..., None]}  # noqa: E731
 
