@@ -154,7 +154,7 @@ def pipeline(work: Path, quick: bool, rounds: int, log=print) -> dict:
                               "seconds": round(time.perf_counter() - clock, 1)}
     _log_pipeline(log, "anime_jpegs", results["anime_jpegs"])
 
-    # (2) 3DShapeNets .mat files -> the 3D-GAN at its defaults (32^3, width 0.25, batch 16)
+    # (2) 3DShapeNets .mat files -> the 3D-GAN at its default networks (32^3, width 0.25, batch 16)
     from chapters.gan_3d import models as voxel_models
     from chapters.gan_3d.data import load_shapenet
 

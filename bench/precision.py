@@ -125,7 +125,7 @@ def gan_3d(width: float, batch: int = 16, cube: int = 32) -> Callable[[], Built]
         keras.utils.set_random_seed(0)
         g, d = models.build_generator(cube, width=width), models.build_discriminator(cube, width=width)
         gan = models.VoxelGAN(g, d, d_acc_threshold=1.0)
-        d_opt, g_opt = models.optimizers(g_lr=1e-3, d_lr=2e-4, g_beta1=0.5, d_beta1=0.5)  # the CPU defaults
+        d_opt, g_opt = models.optimizers(g_lr=1e-3, d_lr=2e-4, g_beta1=0.5, d_beta1=0.5)  # the CPU default rates
         gan.compile(d_optimizer=d_opt, g_optimizer=g_opt)
         return Built(_compiled_step(gan, {"real": real}, batch), gan_step_flops(g, d, batch))
     return build

@@ -155,8 +155,11 @@ class GAN(keras.Model):
         """The same G inputs at every call (512 by default), on which a weight average recomputes its
         BatchNormalization statistics (common.ema); drawn lazily, one batch at a time."""
         for index in range(batches):
-            key = tf.constant([0, seeds.AVERAGE_STATISTICS + index], tf.int64)
-            yield self.generator_inputs(self.noise(batch_size, key), "g")
+            yield self._statistics_batch(batch_size, tf.constant([0, seeds.AVERAGE_STATISTICS + index], tf.int64))
+
+    def _statistics_batch(self, batch_size: int, key: tf.Tensor) -> Any:
+        """G's inputs of the G update drawn from `key` (a subclass may skip the draws G does not take)."""
+        return self.generator_inputs(self.noise(batch_size, key), "g")
 
     def train_step(self, batch: Batch) -> dict[str, tf.Tensor]:
         d_loss, d_real, d_fake = self.discriminator_step(batch)

@@ -10,6 +10,7 @@ import pytest
 import scipy.io
 
 from chapters.gan_3d.main import main
+from common import seeds
 from conftest import run_main, run_script
 
 SCRIPT = "chapters/gan_3d/main.py"
@@ -223,22 +224,28 @@ def test_instance_noise_is_what_d_judges_in_training_drawn_from_the_step_key():
                                gan.discriminator(volume, training=False).numpy(), atol=1e-6)
     plain = models.VoxelGAN(gan.generator, gan.discriminator)
     assert not any(name.startswith("noise_") for name in plain.noise(4, key))
+    # the average's BatchNorm statistics are computed on noise()'s z_g, drawn without the volumes
+    for index, inputs in enumerate(gan.statistics_inputs(batches=2, batch_size=4)):
+        drawn = gan.noise(4, tf.constant([0, seeds.AVERAGE_STATISTICS + index], tf.int64))["z_g"]
+        np.testing.assert_array_equal(inputs.numpy(), drawn.numpy())
 
 
-def test_default_trains_with_instance_noise_and_older_runs_resume_without_it(tmp_path, monkeypatch):
+def test_default_trains_with_instance_noise_and_an_average_and_older_runs_resume_without_them(tmp_path, monkeypatch):
     from chapters.gan_3d import stages
 
     run_dir = tmp_path / "run"
     assert run_main(main, [*TINY, "--run-dir", run_dir]) == 0
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["instance_noise"] == 0.25
-    del config["instance_noise"]  # what a run saved before the flag existed holds
+    assert (config["instance_noise"], config["average_generator"], config["d_lr"]) == (0.25, 0.99, 2e-4)
+    del config["instance_noise"], config["average_generator"]  # what a run saved before the flags existed holds
     (run_dir / "config.json").write_text(json.dumps(config))
     trained_with, train = [], stages.train
-    monkeypatch.setattr(stages, "train", lambda *a: trained_with.append(a[2].instance_noise) or train(*a))
+    monkeypatch.setattr(stages, "train",
+                        lambda *a: trained_with.append((a[2].instance_noise, a[2].average_generator)) or train(*a))
     assert run_main(main, ["--resume", run_dir, "--epochs", "2"]) == 0
-    assert trained_with == [0.0]  # the training itself, not only the config it writes
-    assert json.loads((run_dir / "config.json").read_text())["instance_noise"] == 0.0
+    assert trained_with == [(0.0, 0.0)]  # the training itself, not only the config it writes
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["instance_noise"], config["average_generator"]) == (0.0, 0.0)
 
 
 # --- end to end -------------------------------------------------------------------------------------------

@@ -101,7 +101,8 @@ def main(argv: Sequence[str]) -> int:
         return getattr(stages, args.stage)(run, args)  # sample, evaluate or interpolate
 
     volumes = load_volumes(args.data, args.category, args.split, args.cube_len, args.num_shapes)
-    run = open_run(args, parser, argv, training=True, older_runs={"instance_noise": 0.0})  # saved before the flag
+    run = open_run(args, parser, argv, training=True,  # runs saved before these flags had them off
+                   older_runs={"instance_noise": 0.0, "average_generator": 0.0})
     stages.train(volumes, run, frozen_flags(args))  # settled: training reads them, never changes them
     return 0
 

@@ -128,8 +128,15 @@ class VoxelGAN(GAN):
         self.instance_noise = float(instance_noise)
         self.volume_shape = tuple(generator.outputs[0].shape[1:])
 
+    def _latents(self, batch_size: int, seed: tf.Tensor) -> tf.Tensor:
+        """z for the D update and for the G update, (2, batch, 1, 1, 1, latent_dim)."""
+        return tf.random.stateless_normal([2, batch_size, 1, 1, 1, self.latent_dim], seed, stddev=self.z_std)
+
+    def _statistics_batch(self, batch_size: int, key: tf.Tensor) -> tf.Tensor:
+        return self._latents(batch_size, key)[1]  # noise()'s z_g, without the instance-noise volumes it draws
+
     def noise(self, batch_size: int, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-        z = tf.random.stateless_normal([2, batch_size, 1, 1, 1, self.latent_dim], seed, stddev=self.z_std)
+        z = self._latents(batch_size, seed)
         uniform = tf.random.stateless_uniform([batch_size, 3], seeds.stream(seed, seeds.STABILIZER_UNIFORMS))
         draws = {"z_d": z[0], "z_g": z[1], **stabilizer_draws(uniform)}
         if self.instance_noise:  # per example, so that tf.distribute splits it with the batch
