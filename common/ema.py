@@ -38,11 +38,12 @@ class GeneratorAverage(keras.callbacks.Callback):
         self.average = keras.models.clone_model(generator)
         self.average.set_weights(generator.get_weights())
         self.norms = [layer for layer in self.average.layers if isinstance(layer, keras.layers.BatchNormalization)]
-        if any(isinstance(inner, keras.layers.BatchNormalization) for layer in self.average.layers
-               if isinstance(layer, keras.Model) for inner in layer._flatten_layers()):
+        if any(_has_batch_norm(layer) for layer in self.average.layers if isinstance(layer, keras.Model)):
             raise ValueError("averaging a generator with BatchNormalization inside a nested model is not supported")
         if self.norms and statistics_inputs is None:
             raise ValueError("averaging a generator with BatchNormalization needs statistics_inputs")
+        # what each norm normalises, as a model of the average's own layers
+        self._probes = [keras.Model(self.average.inputs, norm.input) for norm in self.norms]
         self.statistics_inputs = statistics_inputs
         own = {id(v) for norm in self.norms for v in (norm.moving_mean, norm.moving_variance)}
         self._pairs = [(a, w) for a, w in zip(self.average.weights, generator.weights) if id(a) not in own]
@@ -70,8 +71,7 @@ class GeneratorAverage(keras.callbacks.Callback):
         """Sets each BatchNormalization layer's moving mean and variance to those of its inputs in the average
         itself, in inference mode, over all of statistics_inputs(): layer by layer, in order, since a layer's
         inputs depend on the statistics of the layers before it."""
-        for norm in self.norms:
-            probe = keras.Model(self.average.inputs, norm.input)
+        for norm, probe in zip(self.norms, self._probes):
             total = squares = count = 0.0
             for inputs in self.statistics_inputs():  # per batch in float32, summed in float64
                 x = tf.cast(probe(inputs, training=False), tf.float32)
@@ -90,3 +90,8 @@ class GeneratorAverage(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.norms:  # fit_gan runs this callback first: the epoch's samples and saved model see the new ones
             self.recompute_statistics()
+
+
+def _has_batch_norm(model: keras.Model) -> bool:
+    return any(isinstance(layer, keras.layers.BatchNormalization)
+               or (isinstance(layer, keras.Model) and _has_batch_norm(layer)) for layer in model.layers)

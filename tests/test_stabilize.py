@@ -185,6 +185,9 @@ def test_average_normalises_with_batchnorm_statistics_of_its_own_weights():
     batches = [rng.standard_normal((16, 3)).astype(np.float32) for _ in range(3)]
     with pytest.raises(ValueError, match="statistics_inputs"):
         GeneratorAverage(generator, 0.5)
+    wrapped = keras.Input((3,))  # a norm inside a nested model would be missed: refused, not skipped
+    with pytest.raises(ValueError, match="nested model"):
+        GeneratorAverage(keras.Model(wrapped, keras.layers.Dense(2)(generator(wrapped))), 0.5, lambda: iter(batches))
     average = GeneratorAverage(generator, 0.5, statistics_inputs=lambda: iter(batches))
     for name in ("bn", "bn2"):  # the raw G's statistics, far from what the averaged weights make
         generator.get_layer(name).moving_mean.assign(np.full(generator.get_layer(name).moving_mean.shape, 50.0))
