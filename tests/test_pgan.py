@@ -175,10 +175,14 @@ def test_a_tiny_growth_run_4_to_8_writes_grids_strip_models_and_tensorboard(tiny
     assert [row.split(",")[0] for row in history[1:]] == [str(tick) for tick in range(1, 9)]
 
 
-def test_resume_in_the_middle_of_a_fade_in_restores_alpha_and_resolution(tiny_run, tmp_path, capsys):
-    run_dir = tmp_path / "split"
+def test_resume_in_the_middle_of_a_fade_in_restores_alpha_and_resolution(tmp_path, capsys):
+    # float32: in bfloat16 (--precision auto on a CPU with native bfloat16) the split and the unbroken run
+    # differed by up to 1.5e-3 in 2 of about 10 full `make test` runs on a busy 2-core machine
+    tiny = [*TINY, "--precision", "float32"]
+    whole, run_dir = tmp_path / "whole", tmp_path / "split"
+    assert run_main(main, [*tiny, "--run-dir", whole]) == 0
     # 64 images at 4x4, then 64 of the 128-image 8x8 fade-in: stop at alpha 0.5.
-    assert run_main(main, [*TINY, "--run-dir", run_dir, "--stop-after-images", "128"]) == 0
+    assert run_main(main, [*tiny, "--run-dir", run_dir, "--stop-after-images", "128"]) == 0
     progress = _progress(run_dir)
     assert progress["resolution"] == 8 and progress["phase"] == 1
     assert progress["phase_images"] == 64 and progress["alpha"] == pytest.approx(0.5)
@@ -189,7 +193,7 @@ def test_resume_in_the_middle_of_a_fade_in_restores_alpha_and_resolution(tiny_ru
     assert "resumed" in out and "8x8 fade-in (8x8), alpha 0.500, 64 of 128 images" in out
     assert _progress(run_dir)["total_images"] == 256
     # Data order and noise are functions of (seed, step): the split run ends where the unbroken one did.
-    for a, b in zip(_weights(tiny_run / "models" / "generator.keras"), _weights(run_dir / "models" / "generator.keras")):
+    for a, b in zip(_weights(whole / "models" / "generator.keras"), _weights(run_dir / "models" / "generator.keras")):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert run_main(main, ["--resume", run_dir]) == 0
     assert "finished growing" in capsys.readouterr().out
