@@ -168,7 +168,8 @@ def pgan(level: int = 3, batch: int = 32, max_filters: int = 64, latent_dim: int
         keras.utils.set_random_seed(0)
         growing = models.Growing(latent_dim, level, max_filters, fmap_base=fmap_base or DEFAULT_FMAP_BASE)
         g, d = growing.generator(level, "stable"), growing.discriminator(level, "stable")
-        phase = GrowthPhase(g, d, g, models.optimizer(), models.optimizer(), {}, False, tf.Variable(1.0), 10.0, 0.001)
+        phase = GrowthPhase(g, d, g, models.optimizer(), models.optimizer(), {}, False, tf.Variable(1.0),
+                            loss="wgan-gp", gp_weight=10.0, drift=0.001)
         phase.build_optimizers()
         res = models.resolution(level)
         reals = tf.constant(_images(np.random.default_rng(0), (res, res, 3), batch))
@@ -199,8 +200,8 @@ def cases(quick: bool) -> dict[str, Case]:
                               age_cgan(0.5, 32), speedup_target=True, mfu_target=True, max_rounds=4),
         "age_cgan": Case("age_cgan", "Age-cGAN 64 px, the book's networks (width 1; batch 32)", 32, age_cgan(1.0, 32),
                          speedup_target=True, mfu_target=True, max_rounds=4),
-        "pgan": Case("pgan", "PGAN 32x32 stable phase, WGAN-GP, 64 filters to 16x16, 32 at 32x32 (the CPU default; "
-                     "batch 32)", 32,
+        "pgan": Case("pgan", "PGAN 32x32 stable phase, WGAN-GP, 64 filters to 16x16, 32 at 32x32 (the CPU default's "
+                     "networks; batch 32)", 32,
                      pgan(3, 32, 64), mfu_target=True, max_rounds=4),
     }
 

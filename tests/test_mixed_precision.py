@@ -128,9 +128,11 @@ def test_age_cgan_gan_stage(mixed):
     _check(gan, logs, [_latent(models.LATENT_DIM), labels[:BATCH]])
 
 
-def test_pgan_fade_in_step_in_bfloat16():
-    """The progressive GAN's WGAN-GP step (fade-in to 8x8: the blend, the gradient penalty's double backward) under
-    mixed_bfloat16: finite losses, bfloat16 blocks, images and scores leaving the networks in float32."""
+@pytest.mark.parametrize("loss", ["logistic", "wgan-gp"])
+def test_pgan_fade_in_step_in_bfloat16(loss):
+    """The progressive GAN's step with either loss (fade-in to 8x8: the blend, the gradient penalty's double
+    backward) under mixed_bfloat16: finite losses, bfloat16 blocks, images and scores leaving the networks in
+    float32."""
     import keras
     import tensorflow as tf
 
@@ -142,7 +144,7 @@ def test_pgan_fade_in_step_in_bfloat16():
     try:
         growing = models.Growing(latent_dim=8, max_level=1, max_filters=4)
         g, d = growing.generator(1, "fade"), growing.discriminator(1, "fade")
-        phase = GrowthPhase(g, d, g, models.optimizer(), models.optimizer(), {}, True, tf.Variable(0.5), 10.0, 0.001)
+        phase = GrowthPhase(g, d, g, models.optimizer(), models.optimizer(), {}, True, tf.Variable(0.5), loss=loss)
         logs = _one_step(phase, {"real": _images((8, 8, 3))})
         _check(phase, logs, _latent(8))
         assert growing.g_blocks[1][1].compute_dtype == "bfloat16"  # the 8x8 block's first conv

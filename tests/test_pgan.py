@@ -128,6 +128,56 @@ def test_equalized_layers_have_unit_variance_weights_and_keep_their_scale_throug
     np.testing.assert_allclose(loaded(x), model(x), rtol=1e-5, atol=1e-5)
 
 
+def _softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+@pytest.mark.parametrize("loss", ["logistic", "wgan-gp"])
+def test_a_phase_step_is_the_chosen_loss_with_its_gradient_penalty(loss):
+    """A linear D, score = <x, w>, has the gradient w at every image, so both penalties are known in closed form:
+    R1 = |w|^2 at the reals, WGAN-GP's (|w| - 1)^2 at any mix of reals and fakes."""
+    import keras
+    import tensorflow as tf
+
+    from chapters.pgan.phase import GrowthPhase
+
+    rng = np.random.default_rng(0)
+    z = keras.Input((3,))
+    generator = keras.Model(z, keras.layers.Reshape((2, 2, 1))(keras.layers.Dense(4, use_bias=False)(z)))
+    image = keras.Input((2, 2, 1))
+    discriminator = keras.Model(image, keras.layers.Dense(1, use_bias=False)(keras.layers.Flatten()(image)))
+    w = np.array([[0.5], [-1.5], [2.0], [0.25]], np.float32)
+    discriminator.set_weights([w])
+    g_kernel = rng.standard_normal((3, 4)).astype(np.float32)
+    generator.set_weights([g_kernel])
+    frozen = [keras.optimizers.Adam(0.0) for _ in range(2)]  # the G loss is then read off the same D
+    phase = GrowthPhase(generator, discriminator, generator, *frozen, items={}, fading=False,
+                        alpha=tf.Variable(1.0), loss=loss, gp_weight=10.0, drift=0.001, r1_gamma=3.0)
+    phase.build_optimizers()
+    batch = {"real": rng.uniform(-1, 1, (8, 2, 2, 1)).astype(np.float32),
+             "z_d": rng.standard_normal((8, 3)).astype(np.float32),
+             "z_g": rng.standard_normal((8, 3)).astype(np.float32),
+             "eps": rng.uniform(0, 1, (8, 1, 1, 1)).astype(np.float32)}
+    logs = {k: float(v) for k, v in phase.train_step({k: tf.constant(v) for k, v in batch.items()}).items()}
+    real = batch["real"].reshape(8, 4) @ w
+    fake = (batch["z_d"] @ g_kernel) @ w
+    fake_g = (batch["z_g"] @ g_kernel) @ w
+    norm_squared = float((w ** 2).sum())
+    if loss == "logistic":
+        expected = {"gradient_penalty": norm_squared, "score_gap": real.mean() - fake.mean(),
+                    "d_loss": _softplus(fake).mean() + _softplus(-real).mean() + 0.5 * 3.0 * norm_squared,
+                    "g_loss": _softplus(-fake_g).mean()}
+    else:
+        penalty = (np.sqrt(norm_squared) - 1.0) ** 2
+        gap = real.mean() - fake.mean()
+        expected = {"gradient_penalty": penalty, "wasserstein": gap,
+                    "d_loss": -gap + 10.0 * penalty + 0.001 * (real ** 2).mean(), "g_loss": -fake_g.mean()}
+    expected["real_score"] = real.mean()
+    assert set(logs) == set(expected)
+    for name, value in expected.items():
+        assert logs[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
+
+
 def test_minibatch_stddev_adds_exactly_one_feature_map():
     from chapters.pgan.layers import MinibatchStdDev
 
@@ -341,6 +391,24 @@ def test_a_run_killed_in_a_new_phase_before_its_first_checkpoint_resumes_with_th
     assert _progress(run_dir)["phase"] == 1
     _assert_carried(saved, _checkpoint_layers(run_dir, 1), _checkpoint_layers(run_dir, 1, restore=False))
     assert "the trained layers of 4x4 go on into 8x8 fade-in" in capsys.readouterr().out
+
+
+def test_runs_saved_before_the_loss_flag_grow_on_with_wgan_gp(tiny_run, tmp_path):
+    import csv
+
+    run_dir = tmp_path / "older"
+    shutil.copytree(tiny_run, run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["loss"], config["r1_gamma"]) == ("logistic", 1.0)  # the default
+    del config["loss"], config["r1_gamma"]  # what a run saved before the flags existed holds
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert run_main(main, ["--resume", run_dir, "--max-resolution", "16", "--fade-images", "16",
+                           "--stable-images", "16"]) == 0
+    with open(run_dir / "history.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["score_gap"] and not rows[0]["wasserstein"]  # the tiny run's ticks: the logistic loss
+    assert rows[-1]["wasserstein"] and not rows[-1]["score_gap"]  # the 16x16 ticks: the paper's WGAN-GP
+    assert json.loads((run_dir / "config.json").read_text())["loss"] == "wgan-gp"
 
 
 def test_resume_skips_an_empty_state_file_and_a_cut_short_checkpoint_or_says_none_is_usable(tiny_run, tmp_path,

@@ -2,11 +2,12 @@
 
 Training starts both networks at 4x4 and doubles the resolution phase by phase: each new block fades in while
 alpha rises linearly from 0 to 1 over --fade-images images, then trains at full alpha for --stable-images images.
-The paper's recipe throughout: equalised learning rate, pixel norm in G, minibatch stddev in D, WGAN-GP with the
-0.001 drift term, Adam (beta_1 0, beta_2 0.99) restarted at every phase, per-resolution batch sizes, and the
-smoothed generator Gs (a moving average of G's weights) for every image drawn. The default run is a CPU's share of
-it: most images at 4x4..16x16 (--fade-images / --stable-images per resolution), lr 0.01 instead of the paper's
-0.001 for its few hundred steps a phase, 32 feature maps at 32x32 (--fmap-base 1024).
+The paper's recipe throughout: equalised learning rate, pixel norm in G, minibatch stddev in D, Adam (beta_1 0,
+beta_2 0.99) restarted at every phase, per-resolution batch sizes, and the smoothed generator Gs (a moving average
+of G's weights) for every image drawn; its WGAN-GP loss with the 0.001 drift term is --loss wgan-gp. The default
+run is a CPU's share of it: the non-saturating logistic loss with R1 that StyleGAN trained this growth with (two D
+passes a step instead of three), most images at 4x4..16x16 (--fade-images / --stable-images per resolution), lr
+0.01 instead of the paper's 0.001 for its few hundred steps a phase, 32 feature maps at 32x32 (--fmap-base 1024).
 With no --data it trains on procedural cartoon faces rendered at --max-resolution; --data takes any folder of
 images (CelebA, CelebA-HQ, ...), downsampled per resolution in tf.data.
 
@@ -73,8 +74,16 @@ def build_parser():
                           "once B / R is below the cap; the paper's 16384 (512 up to 32x32)")
     net.add_argument("--learning-rate", type=positive_float, default=DEFAULT_LEARNING_RATE,
                      help="Adam's learning rate for both networks; the paper's 0.001 needs its 50,000 steps a phase")
-    net.add_argument("--gp-weight", type=non_negative_float, default=10.0, help="WGAN-GP gradient penalty weight (lambda)")
-    net.add_argument("--drift", type=non_negative_float, default=0.001, help="weight of the drift term E[D(x)^2] on real scores")
+    net.add_argument("--loss", choices=("logistic", "wgan-gp"), default="logistic",
+                     help="logistic: the non-saturating GAN loss with an R1 penalty on the reals, as StyleGAN "
+                          "trained this growth (a third fewer D passes a step); wgan-gp: the paper's WGAN-GP with "
+                          "its drift term")
+    net.add_argument("--r1-gamma", type=non_negative_float, default=1.0,
+                     help="--loss logistic: weight gamma of R1, gamma / 2 * E|grad D(x)|^2 on the reals")
+    net.add_argument("--gp-weight", type=non_negative_float, default=10.0,
+                     help="--loss wgan-gp: gradient penalty weight (lambda)")
+    net.add_argument("--drift", type=non_negative_float, default=0.001,
+                     help="--loss wgan-gp: weight of the drift term E[D(x)^2] on real scores")
     net.add_argument("--g-average-half-life", type=non_negative_int, default=DEFAULT_HALF_LIFE, metavar="IMAGES",
                      help="the paper's smoothed generator Gs: an exponential moving average of G's weights, "
                           "sampled and saved instead of G, whose weight halves every IMAGES images (the paper's "
@@ -127,8 +136,10 @@ def main(argv: Sequence[str]) -> int:
     else:
         from common.cli import explicit_flags
 
-        # a run saved before --fmap-base and --g-average-half-life existed trained with 16384 and no average
-        run = open_run(args, parser, argv, training=True, older_runs={"fmap_base": 16384, "g_average_half_life": 0})
+        # runs saved before --fmap-base, --g-average-half-life and --loss existed trained with 16384, no average and
+        # WGAN-GP
+        run = open_run(args, parser, argv, training=True,
+                       older_runs={"fmap_base": 16384, "g_average_half_life": 0, "loss": "wgan-gp"})
         if "stop_after_images" not in explicit_flags(parser, argv):
             args.stop_after_images = None  # a time box applies to the session that asked for it
         check_args(args)  # the run's saved flags, with the ones typed now on top

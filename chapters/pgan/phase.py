@@ -1,5 +1,6 @@
-"""One growth phase of the progressive GAN as a keras.Model that common.train.fit_gan trains: the WGAN-GP step
-(Gulrajani et al. 2017) with the paper's drift term, on the phase's generator and discriminator."""
+"""One growth phase of the progressive GAN as a keras.Model that common.train.fit_gan trains: the paper's WGAN-GP
+step (Gulrajani et al. 2017, with its drift term) or the non-saturating logistic loss with an R1 penalty on the
+reals (Mescheder et al. 2018), which StyleGAN (Karras et al. 2019) trained on the same progressive growth."""
 from __future__ import annotations
 
 from typing import Any
@@ -10,10 +11,15 @@ import tensorflow as tf
 from common import seeds
 from common.gan import report
 
+LOSSES = ("logistic", "wgan-gp")
+
 
 class GrowthPhase(keras.Model):
-    """Per step: a critic update on -(D(x) - D(G(z))) + gp_weight * (|grad D(x^)| - 1)^2 + drift * D(x)^2, then a
-    generator update on -D(G(z')).
+    """Per step one D update, then one G update on fresh latents z'. With `loss` "wgan-gp" (the paper's):
+    D on -(D(x) - D(G(z))) + gp_weight * (|grad D(x^)| - 1)^2 + drift * D(x)^2 at points x^ between reals and
+    fakes, G on -D(G(z')). With "logistic": D on softplus(D(G(z))) + softplus(-D(x)) + r1_gamma / 2 * |grad D(x)|^2,
+    G on softplus(-D(G(z'))). R1 differentiates D at the reals it scores anyway, so a step runs D twice, not three
+    times.
 
     During a fade-in the real images are blended like the generator's output (the paper's official code):
     (1 - alpha) * upsample(downsample(x)) + alpha * x, so D sees the same mix of resolutions for reals and fakes;
@@ -25,12 +31,10 @@ class GrowthPhase(keras.Model):
     progress, Gs); `sampler` is the phase's model of Gs, what the grids show and models/generator.keras holds.
     """
 
-    tracked = ("d_loss", "g_loss", "gradient_penalty", "wasserstein", "real_score")
-
     def __init__(self, generator: keras.Model, discriminator: keras.Model, sampler: keras.Model,
                  g_optimizer: keras.optimizers.Optimizer, d_optimizer: keras.optimizers.Optimizer,
-                 items: dict[str, Any], fading: bool, alpha: tf.Variable, gp_weight: float, drift: float,
-                 **kwargs: Any) -> None:
+                 items: dict[str, Any], fading: bool, alpha: tf.Variable, *, loss: str = "logistic",
+                 r1_gamma: float = 1.0, gp_weight: float = 10.0, drift: float = 0.001, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.generator, self.discriminator, self.sampler = generator, discriminator, sampler
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
@@ -38,8 +42,14 @@ class GrowthPhase(keras.Model):
         # they are
         object.__setattr__(self, "items", items)
         self.fading, self.alpha = fading, alpha
-        self.gp_weight, self.drift = float(gp_weight), float(drift)
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}: one of {', '.join(LOSSES)}")
+        self.loss = loss
+        self.gp_weight, self.drift, self.r1_gamma = float(gp_weight), float(drift), float(r1_gamma)
         self.latent_dim = generator.inputs[0].shape[-1]
+        # the critic's estimate of the Wasserstein distance under WGAN-GP; under the logistic loss just the gap
+        self.tracked = ("d_loss", "g_loss", "gradient_penalty", "wasserstein" if loss == "wgan-gp" else "score_gap",
+                        "real_score")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.tracked}
         self.growth_callbacks: list[keras.callbacks.Callback] = []  # set by the Trainer: progress, Gs
         self.built = True  # built functional models; fit() under tf.distribute checks this
@@ -84,26 +94,45 @@ class GrowthPhase(keras.Model):
             reals = (1.0 - self.alpha) * low + self.alpha * reals
         fakes = self.generator(batch["z_d"], training=True)
         with tf.GradientTape() as tape:
-            real_out = self.discriminator(reals, training=True)
-            fake_out = self.discriminator(fakes, training=True)
-            mixed = reals + batch["eps"] * (fakes - reals)
-            with tf.GradientTape() as inner:
-                inner.watch(mixed)
-                mixed_out = self.discriminator(mixed, training=True)
-            slopes = tf.sqrt(tf.reduce_sum(tf.square(inner.gradient(mixed_out, mixed)), axis=[1, 2, 3]) + 1e-8)
-            penalty = tf.reduce_mean(tf.square(slopes - 1.0))
-            wasserstein = tf.reduce_mean(real_out) - tf.reduce_mean(fake_out)
-            d_loss = -wasserstein + self.gp_weight * penalty + self.drift * tf.reduce_mean(tf.square(real_out))
+            if self.loss == "wgan-gp":
+                real_out = self.discriminator(reals, training=True)
+                fake_out = self.discriminator(fakes, training=True)
+                penalty = self._interpolate_penalty(reals, fakes, batch["eps"])
+                gap = tf.reduce_mean(real_out) - tf.reduce_mean(fake_out)
+                d_loss = -gap + self.gp_weight * penalty + self.drift * tf.reduce_mean(tf.square(real_out))
+            else:
+                real_out, penalty = self._scores_and_r1(reals)
+                fake_out = self.discriminator(fakes, training=True)
+                gap = tf.reduce_mean(real_out) - tf.reduce_mean(fake_out)
+                d_loss = (tf.reduce_mean(tf.nn.softplus(fake_out)) + tf.reduce_mean(tf.nn.softplus(-real_out))
+                          + 0.5 * self.r1_gamma * penalty)
             d_share = d_loss / replicas
         d_vars = self.discriminator.trainable_variables
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_share, d_vars), d_vars))
         with tf.GradientTape() as tape:
-            g_loss = -tf.reduce_mean(self.discriminator(self.generator(batch["z_g"], training=True), training=True))
+            scores = self.discriminator(self.generator(batch["z_g"], training=True), training=True)
+            g_loss = -tf.reduce_mean(scores) if self.loss == "wgan-gp" else tf.reduce_mean(tf.nn.softplus(-scores))
             g_share = g_loss / replicas
         g_vars = self.generator.trainable_variables
         self.g_optimizer.apply_gradients(zip(tape.gradient(g_share, g_vars), g_vars))
-        return report(self.trackers, {"d_loss": d_loss, "g_loss": g_loss, "gradient_penalty": penalty,
-                                      "wasserstein": wasserstein, "real_score": tf.reduce_mean(real_out)})
+        return report(self.trackers, dict(zip(self.tracked, (d_loss, g_loss, penalty, gap, tf.reduce_mean(real_out)))))
+
+    def _interpolate_penalty(self, reals: tf.Tensor, fakes: tf.Tensor, eps: tf.Tensor) -> tf.Tensor:
+        """WGAN-GP: the mean of (|grad D(x^)| - 1)^2 at x^ = x + eps * (G(z) - x)."""
+        mixed = reals + eps * (fakes - reals)
+        with tf.GradientTape() as inner:
+            inner.watch(mixed)
+            mixed_out = self.discriminator(mixed, training=True)
+        slopes = tf.sqrt(tf.reduce_sum(tf.square(inner.gradient(mixed_out, mixed)), axis=[1, 2, 3]) + 1e-8)
+        return tf.reduce_mean(tf.square(slopes - 1.0))
+
+    def _scores_and_r1(self, reals: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """D(x) and R1, the mean of |grad D(x)|^2, from one pass of D over the reals."""
+        with tf.GradientTape() as inner:
+            inner.watch(reals)
+            real_out = self.discriminator(reals, training=True)
+        gradient = tf.cast(inner.gradient(real_out, reals), tf.float32)
+        return real_out, tf.reduce_mean(tf.reduce_sum(tf.square(gradient), axis=[1, 2, 3]))
 
 
 class GrowthProgress(keras.callbacks.Callback):

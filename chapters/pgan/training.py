@@ -277,7 +277,8 @@ class Trainer:
                 beta = 0.5 ** (batch / args.g_average_half_life)  # per step of `batch` images
                 fade_layers = fade_layers + ([average.fade_layers(level)[0]] if fading else [])
             phase = GrowthPhase(generator, discriminator, self.sampler.generator(level, kind), g_opt, d_opt, items,
-                                fading, progress.alpha, args.gp_weight, args.drift)
+                                fading, progress.alpha, loss=args.loss, r1_gamma=args.r1_gamma,
+                                gp_weight=args.gp_weight, drift=args.drift)
             phase.compile(jit_compile=bool(args.xla))
             last = self._phase(index, level, kind, batch, length, phase, fade_layers, pairs, beta)
             if last is None:
