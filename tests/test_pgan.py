@@ -128,14 +128,15 @@ def test_equalized_layers_have_unit_variance_weights_and_keep_their_scale_throug
     np.testing.assert_allclose(loaded(x), model(x), rtol=1e-5, atol=1e-5)
 
 
-def _softplus(x):
-    return np.logaddexp(0.0, x)
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
 
 
 @pytest.mark.parametrize("loss", ["logistic", "wgan-gp"])
-def test_a_phase_step_is_the_chosen_loss_with_its_gradient_penalty(loss):
-    """A linear D, score = <x, w>, has the gradient w at every image, so both penalties are known in closed form:
-    R1 = |w|^2 at the reals, WGAN-GP's (|w| - 1)^2 at any mix of reals and fakes."""
+def test_a_phase_step_is_the_chosen_loss_with_its_gradient_penalty_and_d_follows_its_gradient(loss):
+    """D(x) = sum_i w_i x_i^2 has the input gradient 2 w x, so every term of a step is known in closed form: R1
+    and WGAN-GP's penalty at the images they are taken at (the fade-in's blend of the reals, and points between
+    them and the fakes), and D's update by plain SGD, the penalty's second-order term included."""
     import keras
     import tensorflow as tf
 
@@ -145,37 +146,50 @@ def test_a_phase_step_is_the_chosen_loss_with_its_gradient_penalty(loss):
     z = keras.Input((3,))
     generator = keras.Model(z, keras.layers.Reshape((2, 2, 1))(keras.layers.Dense(4, use_bias=False)(z)))
     image = keras.Input((2, 2, 1))
-    discriminator = keras.Model(image, keras.layers.Dense(1, use_bias=False)(keras.layers.Flatten()(image)))
-    w = np.array([[0.5], [-1.5], [2.0], [0.25]], np.float32)
-    discriminator.set_weights([w])
+    squares = keras.layers.Flatten()(keras.layers.Multiply()([image, image]))
+    discriminator = keras.Model(image, keras.layers.Dense(1, use_bias=False)(squares))
+    w = np.array([0.5, -1.5, 2.0, 0.25], np.float32)
+    discriminator.set_weights([w[:, None]])
     g_kernel = rng.standard_normal((3, 4)).astype(np.float32)
     generator.set_weights([g_kernel])
-    frozen = [keras.optimizers.Adam(0.0) for _ in range(2)]  # the G loss is then read off the same D
-    phase = GrowthPhase(generator, discriminator, generator, *frozen, items={}, fading=False,
-                        alpha=tf.Variable(1.0), loss=loss, gp_weight=10.0, drift=0.001, r1_gamma=3.0)
+    lr, gamma, gp_weight, drift = 0.05, 3.0, 10.0, 0.001
+    phase = GrowthPhase(generator, discriminator, generator, keras.optimizers.SGD(0.0), keras.optimizers.SGD(lr),
+                        items={}, fading=True, alpha=tf.Variable(0.25), loss=loss, r1_gamma=gamma,
+                        gp_weight=gp_weight, drift=drift)
     phase.build_optimizers()
     batch = {"real": rng.uniform(-1, 1, (8, 2, 2, 1)).astype(np.float32),
              "z_d": rng.standard_normal((8, 3)).astype(np.float32),
              "z_g": rng.standard_normal((8, 3)).astype(np.float32),
              "eps": rng.uniform(0, 1, (8, 1, 1, 1)).astype(np.float32)}
     logs = {k: float(v) for k, v in phase.train_step({k: tf.constant(v) for k, v in batch.items()}).items()}
-    real = batch["real"].reshape(8, 4) @ w
-    fake = (batch["z_d"] @ g_kernel) @ w
-    fake_g = (batch["z_g"] @ g_kernel) @ w
-    norm_squared = float((w ** 2).sum())
+
+    x = batch["real"].reshape(8, 4)
+    x = 0.75 * x.mean(axis=1, keepdims=True) + 0.25 * x  # the fade-in's blend: 2x2 pooled to 1x1 and back
+    f = batch["z_d"] @ g_kernel
+    real, fake = (x ** 2) @ w, (f ** 2) @ w
     if loss == "logistic":
-        expected = {"gradient_penalty": norm_squared, "score_gap": real.mean() - fake.mean(),
-                    "d_loss": _softplus(fake).mean() + _softplus(-real).mean() + 0.5 * 3.0 * norm_squared,
-                    "g_loss": _softplus(-fake_g).mean()}
+        penalty = ((2 * w * x) ** 2).sum(axis=1).mean()
+        d_loss = np.logaddexp(0, fake).mean() + np.logaddexp(0, -real).mean() + 0.5 * gamma * penalty
+        grad = ((_sigmoid(fake)[:, None] * f ** 2).mean(0) - (_sigmoid(-real)[:, None] * x ** 2).mean(0)
+                + 0.5 * gamma * (8 * w * x ** 2).mean(0))
     else:
-        penalty = (np.sqrt(norm_squared) - 1.0) ** 2
-        gap = real.mean() - fake.mean()
-        expected = {"gradient_penalty": penalty, "wasserstein": gap,
-                    "d_loss": -gap + 10.0 * penalty + 0.001 * (real ** 2).mean(), "g_loss": -fake_g.mean()}
-    expected["real_score"] = real.mean()
+        mixed = x + batch["eps"].reshape(8, 1) * (f - x)
+        slope = np.sqrt(((2 * w * mixed) ** 2).sum(axis=1))
+        penalty = ((slope - 1) ** 2).mean()
+        d_loss = -(real.mean() - fake.mean()) + gp_weight * penalty + drift * (real ** 2).mean()
+        grad = ((f ** 2).mean(0) - (x ** 2).mean(0) + drift * (2 * real[:, None] * x ** 2).mean(0)
+                + gp_weight * (2 * (slope - 1)[:, None] * 4 * w * mixed ** 2 / slope[:, None]).mean(0))
+    moved = w - lr * grad
+    np.testing.assert_allclose(discriminator.get_weights()[0][:, 0], moved, rtol=1e-4, atol=1e-5)
+    fake_g = ((batch["z_g"] @ g_kernel) ** 2) @ moved  # G's update is scored by the D just updated
+    gap = "score_gap" if loss == "logistic" else "wasserstein"
+    expected = {"d_loss": d_loss, "gradient_penalty": penalty, gap: real.mean() - fake.mean(),
+                "real_score": real.mean(),
+                "g_loss": np.logaddexp(0, -fake_g).mean() if loss == "logistic" else -fake_g.mean()}
     assert set(logs) == set(expected)
     for name, value in expected.items():
         assert logs[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
+    np.testing.assert_array_equal(generator.get_weights()[0], g_kernel)  # G's SGD has rate 0: its loss is read off
 
 
 def test_minibatch_stddev_adds_exactly_one_feature_map():

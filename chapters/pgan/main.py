@@ -6,12 +6,13 @@ The paper's recipe throughout: equalised learning rate, pixel norm in G, minibat
 beta_2 0.99) restarted at every phase, per-resolution batch sizes, and the smoothed generator Gs (a moving average
 of G's weights) for every image drawn; its WGAN-GP loss with the 0.001 drift term is --loss wgan-gp. The default
 run is a CPU's share of it: the non-saturating logistic loss with R1 that StyleGAN trained this growth with (two D
-passes a step instead of three), most images at 4x4..16x16 (--fade-images / --stable-images per resolution), lr
+batches in the D update instead of three), many cheap images at 4x4..16x16 and 48,000 at 32x32 (--fade-images /
+--stable-images per resolution), lr
 0.01 instead of the paper's 0.001 for its few hundred steps a phase, 32 feature maps at 32x32 (--fmap-base 1024).
 With no --data it trains on procedural cartoon faces rendered at --max-resolution; --data takes any folder of
 images (CelebA, CelebA-HQ, ...), downsampled per resolution in tf.data.
 
-  python chapters/pgan/main.py                          # 4 -> 8 -> 16 -> 32 on 2 CPU cores: 5-6 min, 10 in float32
+  python chapters/pgan/main.py                          # 4 -> 8 -> 16 -> 32 on 2 CPU cores: 7 min, 10 in float32
   python chapters/pgan/main.py --max-resolution 64 --max-filters 512 --fmap-base 16384 --learning-rate 0.001 \
       --batch-size 16 --batch-sizes '' --g-average-half-life 11000 --fade-images 800000 --stable-images 800000
   python chapters/pgan/main.py --resume                 # continues mid-phase, even in the middle of a fade-in
@@ -75,15 +76,18 @@ def build_parser():
     net.add_argument("--learning-rate", type=positive_float, default=DEFAULT_LEARNING_RATE,
                      help="Adam's learning rate for both networks; the paper's 0.001 needs its 50,000 steps a phase")
     net.add_argument("--loss", choices=("logistic", "wgan-gp"), default="logistic",
-                     help="logistic: the non-saturating GAN loss with an R1 penalty on the reals, as StyleGAN "
-                          "trained this growth (a third fewer D passes a step); wgan-gp: the paper's WGAN-GP with "
-                          "its drift term")
+                     help="logistic: the non-saturating GAN loss with an R1 penalty on the reals (Mescheder et al. "
+                          "2018), as StyleGAN (Karras et al. 2019) trained progressive growing; its D update runs "
+                          "D on two batches instead of three. wgan-gp: the paper's WGAN-GP with its drift term "
+                          "(runs saved before this flag go on with it)")
     net.add_argument("--r1-gamma", type=non_negative_float, default=1.0,
-                     help="--loss logistic: weight gamma of R1, gamma / 2 * E|grad D(x)|^2 on the reals")
+                     help="--loss logistic: R1's weight gamma in gamma / 2 * E|grad_x D(x)|^2, the gradient of D's "
+                          "score with respect to each real image; 0 turns it off (StyleGAN's 10 scored the same "
+                          "here, 0.1 worse: README)")
     net.add_argument("--gp-weight", type=non_negative_float, default=10.0,
-                     help="--loss wgan-gp: gradient penalty weight (lambda)")
+                     help="--loss wgan-gp: gradient penalty weight lambda (the paper's 10)")
     net.add_argument("--drift", type=non_negative_float, default=0.001,
-                     help="--loss wgan-gp: weight of the drift term E[D(x)^2] on real scores")
+                     help="--loss wgan-gp: weight of the drift term E[D(x)^2] on real scores (the paper's 0.001)")
     net.add_argument("--g-average-half-life", type=non_negative_int, default=DEFAULT_HALF_LIFE, metavar="IMAGES",
                      help="the paper's smoothed generator Gs: an exponential moving average of G's weights, "
                           "sampled and saved instead of G, whose weight halves every IMAGES images (the paper's "

@@ -15,8 +15,8 @@ maps: min(--max-filters, --fmap-base / resolution); the paper's base 16384 gives
 ... 16 at 1024.
 
 Under --precision bfloat16 the blocks compute in bfloat16 while what leaves the networks stays float32: toRGB
-(and the fade-in's blend of images) and D's score are float32 layers, because the WGAN-GP step mixes images
-with float32 reals and differentiates the score through them.
+(and the fade-in's blend of images) and D's score are float32 layers, because both losses' gradient penalties
+differentiate the score with respect to float32 images (WGAN-GP's mixed with the float32 reals, R1's the reals).
 """
 from __future__ import annotations
 

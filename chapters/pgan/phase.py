@@ -18,8 +18,8 @@ class GrowthPhase(keras.Model):
     """Per step one D update, then one G update on fresh latents z'. With `loss` "wgan-gp" (the paper's):
     D on -(D(x) - D(G(z))) + gp_weight * (|grad D(x^)| - 1)^2 + drift * D(x)^2 at points x^ between reals and
     fakes, G on -D(G(z')). With "logistic": D on softplus(D(G(z))) + softplus(-D(x)) + r1_gamma / 2 * |grad D(x)|^2,
-    G on softplus(-D(G(z'))). R1 differentiates D at the reals it scores anyway, so a step runs D twice, not three
-    times.
+    G on softplus(-D(G(z'))). R1 differentiates D at the reals it scores anyway, so the D update runs D on two
+    batches instead of three (its cost falls by about a quarter: the second-order pass remains).
 
     During a fade-in the real images are blended like the generator's output (the paper's official code):
     (1 - alpha) * upsample(downsample(x)) + alpha * x, so D sees the same mix of resolutions for reals and fakes;
@@ -44,7 +44,7 @@ class GrowthPhase(keras.Model):
         self.fading, self.alpha = fading, alpha
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}: one of {', '.join(LOSSES)}")
-        self.loss = loss
+        self.loss_kind = loss  # not `loss`: keras.Model has its own
         self.gp_weight, self.drift, self.r1_gamma = float(gp_weight), float(drift), float(r1_gamma)
         self.latent_dim = generator.inputs[0].shape[-1]
         # the critic's estimate of the Wasserstein distance under WGAN-GP; under the logistic loss just the gap
@@ -80,7 +80,8 @@ class GrowthPhase(keras.Model):
             self.generator(tf.zeros([1, self.latent_dim]), training=False), training=False)
 
     def noise(self, batch_size: int, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-        """A step's latents of the D update and of the G update, and the gradient penalty's mixing weights."""
+        """A step's latents of the D update and of the G update, and WGAN-GP's mixing weights (drawn under either
+        loss, so that a step's latents do not depend on it)."""
         return {"z_d": tf.random.stateless_normal([batch_size, self.latent_dim], seed),
                 "z_g": tf.random.stateless_normal([batch_size, self.latent_dim], seeds.stream(seed, seeds.G_LATENT)),
                 "eps": tf.random.stateless_uniform([batch_size, 1, 1, 1], seeds.stream(seed, seeds.PENALTY_MIX))}
@@ -94,7 +95,7 @@ class GrowthPhase(keras.Model):
             reals = (1.0 - self.alpha) * low + self.alpha * reals
         fakes = self.generator(batch["z_d"], training=True)
         with tf.GradientTape() as tape:
-            if self.loss == "wgan-gp":
+            if self.loss_kind == "wgan-gp":
                 real_out = self.discriminator(reals, training=True)
                 fake_out = self.discriminator(fakes, training=True)
                 penalty = self._interpolate_penalty(reals, fakes, batch["eps"])
@@ -111,7 +112,7 @@ class GrowthPhase(keras.Model):
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_share, d_vars), d_vars))
         with tf.GradientTape() as tape:
             scores = self.discriminator(self.generator(batch["z_g"], training=True), training=True)
-            g_loss = -tf.reduce_mean(scores) if self.loss == "wgan-gp" else tf.reduce_mean(tf.nn.softplus(-scores))
+            g_loss = -tf.reduce_mean(scores) if self.loss_kind == "wgan-gp" else tf.reduce_mean(tf.nn.softplus(-scores))
             g_share = g_loss / replicas
         g_vars = self.generator.trainable_variables
         self.g_optimizer.apply_gradients(zip(tape.gradient(g_share, g_vars), g_vars))
