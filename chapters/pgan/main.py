@@ -5,10 +5,10 @@ alpha rises linearly from 0 to 1 over --fade-images images, then trains at full 
 The paper's recipe throughout: equalised learning rate, pixel norm in G, minibatch stddev in D, Adam (beta_1 0,
 beta_2 0.99) restarted at every phase, per-resolution batch sizes, and the smoothed generator Gs (a moving average
 of G's weights) for every image drawn; its WGAN-GP loss with the 0.001 drift term is --loss wgan-gp. The default
-run is a CPU's share of it: the non-saturating logistic loss with R1 that StyleGAN trained this growth with (two D
-batches in the D update instead of three), many cheap images at 4x4..16x16 and 48,000 at 32x32 (--fade-images /
---stable-images per resolution), lr
-0.01 instead of the paper's 0.001 for its few hundred steps a phase, 32 feature maps at 32x32 (--fmap-base 1024).
+run is a CPU's share of it: the non-saturating logistic loss with R1 that StyleGAN trained this growth with (two
+batches through D in the D update instead of three), many cheap images at 4x4..16x16 and 48,000 at 32x32
+(--fade-images / --stable-images per resolution), lr 0.01 instead of the paper's 0.001 for its few hundred steps a
+phase, 32 feature maps at 32x32 (--fmap-base 1024).
 With no --data it trains on procedural cartoon faces rendered at --max-resolution; --data takes any folder of
 images (CelebA, CelebA-HQ, ...), downsampled per resolution in tf.data.
 
@@ -83,7 +83,7 @@ def build_parser():
     net.add_argument("--r1-gamma", type=non_negative_float, default=1.0,
                      help="--loss logistic: R1's weight gamma in gamma / 2 * E|grad_x D(x)|^2, the gradient of D's "
                           "score with respect to each real image; 0 turns it off (StyleGAN's 10 scored the same "
-                          "here, 0.1 worse: README)")
+                          "here, 0.1 worse, one seed each: README)")
     net.add_argument("--gp-weight", type=non_negative_float, default=10.0,
                      help="--loss wgan-gp: gradient penalty weight lambda (the paper's 10)")
     net.add_argument("--drift", type=non_negative_float, default=0.001,

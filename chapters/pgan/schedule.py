@@ -6,8 +6,8 @@ from common.errors import UserError
 
 # The paper's minibatch (appendix A.1): 16 up to 128x128, then 14, 6 and 3 (for 8 GB GPUs).
 PAPER_BATCH = {256: 14, 512: 6, 1024: 3}
-# The default run's schedule: many images where steps are cheap (4x4 to 16x16), then the most at 32x32, where the
-# faces' FID falls with every image G sees (README).
+# The default run's schedule: many images where steps are cheap (4x4 to 16x16), then the most at 32x32, where more
+# images lowered the faces' FID most (README).
 # A CPU affords a few hundred steps a phase (the paper: 50,000), hence the learning rate 10x the paper's.
 DEFAULT_FADE = "6000,8:10000,16:8000"  # the bare count: 32x32 and up
 DEFAULT_STABLE = "48000,4:20000,8:10000,16:8000"  # the bare count: 32x32 and up (FID against images there: README)
