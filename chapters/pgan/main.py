@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 
 from chapters.pgan.schedule import (  # noqa: E402  (light: a fast --help)
     DEFAULT_BATCHES, DEFAULT_FADE, DEFAULT_FMAP_BASE, DEFAULT_HALF_LIFE, DEFAULT_LEARNING_RATE, DEFAULT_STABLE,
-    check_args, check_memory, images_spec)
+    LOSSES, check_args, check_memory, images_spec)
 from common import latent  # noqa: E402
 from common.cli import (  # noqa: E402
     add_scoring_flags, base_parser, frozen_flags, int_at_least, non_negative_float, non_negative_int, positive_float,
@@ -75,7 +75,7 @@ def build_parser():
                           "once B / R is below the cap; the paper's 16384 (512 up to 32x32)")
     net.add_argument("--learning-rate", type=positive_float, default=DEFAULT_LEARNING_RATE,
                      help="Adam's learning rate for both networks; the paper's 0.001 needs its 50,000 steps a phase")
-    net.add_argument("--loss", choices=("logistic", "wgan-gp"), default="logistic",
+    net.add_argument("--loss", choices=LOSSES, default=LOSSES[0],
                      help="logistic: the non-saturating GAN loss with an R1 penalty on the reals (Mescheder et al. "
                           "2018), as StyleGAN (Karras et al. 2019) trained progressive growing; its D update runs "
                           "D on two batches instead of three. wgan-gp: the paper's WGAN-GP with its drift term "

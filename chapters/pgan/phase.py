@@ -8,10 +8,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from chapters.pgan.schedule import LOSSES
 from common import seeds
 from common.gan import report
-
-LOSSES = ("logistic", "wgan-gp")
 
 
 class GrowthPhase(keras.Model):
