@@ -362,6 +362,12 @@ def test_bad_flags_are_one_sentence(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert run_main(main, ["--strategy", "multiworker", "--run-dir", tmp_path / "r"]) == 2
     assert "one machine" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    # a flag of the other loss would do nothing: an error, not a silent no-op
+    assert run_main(main, ["--loss", "wgan-gp", "--r1-gamma", "5", "--run-dir", tmp_path / "r"]) == 2
+    assert "--r1-gamma only acts under --loss logistic" in capsys.readouterr().err
+    assert run_main(main, ["--gp-weight", "5", "--drift", "0", "--run-dir", tmp_path / "r"]) == 2
+    assert "--gp-weight and --drift only act under --loss wgan-gp" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def test_growing_a_finished_run_carries_its_trained_layers_into_the_new_phase(tiny_run, tmp_path, capsys):
@@ -407,7 +413,7 @@ def test_a_run_killed_in_a_new_phase_before_its_first_checkpoint_resumes_with_th
     assert "the trained layers of 4x4 go on into 8x8 fade-in" in capsys.readouterr().out
 
 
-def test_runs_saved_before_the_loss_flag_grow_on_with_wgan_gp(tiny_run, tmp_path):
+def test_runs_saved_before_the_loss_flag_grow_on_with_wgan_gp(tiny_run, tmp_path, capsys):
     import csv
 
     run_dir = tmp_path / "older"
@@ -416,6 +422,8 @@ def test_runs_saved_before_the_loss_flag_grow_on_with_wgan_gp(tiny_run, tmp_path
     assert (config["loss"], config["r1_gamma"]) == ("logistic", 1.0)  # the default
     del config["loss"], config["r1_gamma"]  # what a run saved before the flags existed holds
     (run_dir / "config.json").write_text(json.dumps(config))
+    assert run_main(main, ["--resume", run_dir, "--r1-gamma", "2"]) == 2  # the run's loss decides
+    assert "this run trains with --loss wgan-gp" in capsys.readouterr().err
     assert run_main(main, ["--resume", run_dir, "--max-resolution", "16", "--fade-images", "16",
                            "--stable-images", "16"]) == 0
     with open(run_dir / "history.csv", newline="") as handle:

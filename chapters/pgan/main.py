@@ -31,11 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 
 from chapters.pgan.schedule import (  # noqa: E402  (light: a fast --help)
     DEFAULT_BATCHES, DEFAULT_FADE, DEFAULT_FMAP_BASE, DEFAULT_HALF_LIFE, DEFAULT_LEARNING_RATE, DEFAULT_STABLE,
-    LOSSES, check_args, check_memory, images_spec)
+    LOSS_FLAGS, LOSSES, check_args, check_memory, images_spec)
 from common import latent  # noqa: E402
 from common.cli import (  # noqa: E402
     add_scoring_flags, base_parser, frozen_flags, int_at_least, non_negative_float, non_negative_int, positive_float,
     positive_int, run_main)
+from common.errors import UserError  # noqa: E402
 
 
 def build_parser():
@@ -112,6 +113,11 @@ def main(argv: Sequence[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(args)
+    from common.cli import explicit_flags
+
+    typed = explicit_flags(parser, argv)
+    if args.stage == "train" and args.resume is None:
+        check_loss_flags(args.loss, typed)  # before a run folder is made
 
     import chapters.pgan.layers  # noqa: F401  registers the custom layers before any .keras file is loaded
     from chapters.pgan.evaluation import evaluate, explore
@@ -138,19 +144,28 @@ def main(argv: Sequence[str]) -> int:
         data = TrainingData.from_args(args)  # checked before a run folder is made
         run = open_run(args, parser, argv, training=True)
     else:
-        from common.cli import explicit_flags
-
         # runs saved before --fmap-base, --g-average-half-life and --loss existed trained with 16384, no average and
         # WGAN-GP
         run = open_run(args, parser, argv, training=True,
                        older_runs={"fmap_base": 16384, "g_average_half_life": 0, "loss": "wgan-gp"})
-        if "stop_after_images" not in explicit_flags(parser, argv):
+        check_loss_flags(args.loss, typed)  # the run's loss, or the one typed now
+        if "stop_after_images" not in typed:
             args.stop_after_images = None  # a time box applies to the session that asked for it
         check_args(args)  # the run's saved flags, with the ones typed now on top
         check_memory(args)
         data = TrainingData.from_args(args)
     Trainer(run, frozen_flags(args), data).train()  # settled: the growth reads them, never changes them
     return 0
+
+
+def check_loss_flags(loss: str, typed: set[str]) -> None:
+    """A flag of the other loss would be a silent no-op: say so instead of training without it."""
+    for owner, flags in LOSS_FLAGS.items():
+        stray = ["--" + flag.replace("_", "-") for flag in flags if flag in typed]
+        if owner != loss and stray:
+            raise UserError(f"{' and '.join(stray)} only {'acts' if len(stray) == 1 else 'act'} under --loss {owner} "
+                            f"and this run trains with --loss {loss}: drop {'it' if len(stray) == 1 else 'them'} "
+                            f"or pass --loss {owner}")
 
 
 if __name__ == "__main__":

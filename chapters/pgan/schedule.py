@@ -12,6 +12,7 @@ PAPER_BATCH = {256: 14, 512: 6, 1024: 3}
 DEFAULT_FADE = "6000,8:10000,16:8000"  # the bare count: 32x32 and up
 DEFAULT_STABLE = "48000,4:20000,8:10000,16:8000"  # the bare count: 32x32 and up (FID against images there: README)
 LOSSES = ("logistic", "wgan-gp")  # --loss: the default first, then the paper's
+LOSS_FLAGS = {"logistic": ("r1_gamma",), "wgan-gp": ("gp_weight", "drift")}  # the flags only that loss reads
 DEFAULT_BATCHES = "4:64,8:64"  # twice the images per step where a step costs little more than its overhead
 DEFAULT_LEARNING_RATE = 0.01
 DEFAULT_HALF_LIFE = 3000
