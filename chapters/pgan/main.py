@@ -6,7 +6,7 @@ The paper's recipe throughout: equalised learning rate, pixel norm in G, minibat
 beta_2 0.99) restarted at every phase, per-resolution batch sizes, and the smoothed generator Gs (a moving average
 of G's weights) for every image drawn; its WGAN-GP loss with the 0.001 drift term is --loss wgan-gp. The default
 run is a CPU's share of it: the non-saturating logistic loss with R1 that StyleGAN trained this growth with (two
-batches through D in the D update instead of three), many cheap images at 4x4..16x16 and 48,000 at 32x32
+batches through D in the D update instead of three), many cheap images at 4x4..16x16 and 64,000 at 32x32
 (--fade-images / --stable-images per resolution), lr 0.01 instead of the paper's 0.001 for its few hundred steps a
 phase, 32 feature maps at 32x32 (--fmap-base 1024).
 With no --data it trains on procedural cartoon faces rendered at --max-resolution; --data takes any folder of

@@ -10,7 +10,7 @@ PAPER_BATCH = {256: 14, 512: 6, 1024: 3}
 # images lowered the faces' FID most (README).
 # A CPU affords a few hundred steps a phase (the paper: 50,000), hence the learning rate 10x the paper's.
 DEFAULT_FADE = "6000,8:10000,16:8000"  # the bare count: 32x32 and up
-DEFAULT_STABLE = "48000,4:20000,8:10000,16:8000"  # the bare count: 32x32 and up (FID against images there: README)
+DEFAULT_STABLE = "64000,4:20000,8:10000,16:8000"  # the bare count: 32x32 and up (FID against images there: README)
 LOSSES = ("logistic", "wgan-gp")  # --loss: the default first, then the paper's
 LOSS_FLAGS = {"logistic": ("r1_gamma",), "wgan-gp": ("gp_weight", "drift")}  # the flags only that loss reads
 DEFAULT_BATCHES = "4:64,8:64"  # twice the images per step where a step costs little more than its overhead
