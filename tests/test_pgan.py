@@ -363,9 +363,9 @@ def test_bad_flags_are_one_sentence(tmp_path, capsys):
     assert run_main(main, ["--strategy", "multiworker", "--run-dir", tmp_path / "r"]) == 2
     assert "one machine" in capsys.readouterr().err and not (tmp_path / "r").exists()
     # a flag of the other loss would do nothing: an error, not a silent no-op
-    assert run_main(main, ["--loss", "wgan-gp", "--r1-gamma", "5", "--run-dir", tmp_path / "r"]) == 2
+    assert run_main(main, [*TINY, "--loss", "wgan-gp", "--r1-gamma", "5", "--run-dir", tmp_path / "r"]) == 2
     assert "--r1-gamma only acts under --loss logistic" in capsys.readouterr().err
-    assert run_main(main, ["--gp-weight", "5", "--drift", "0", "--run-dir", tmp_path / "r"]) == 2
+    assert run_main(main, [*TINY, "--gp-weight=5", "--drift", "0", "--run-dir", tmp_path / "r"]) == 2
     assert "--gp-weight and --drift only act under --loss wgan-gp" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 

@@ -12,7 +12,7 @@ phase, 32 feature maps at 32x32 (--fmap-base 1024).
 With no --data it trains on procedural cartoon faces rendered at --max-resolution; --data takes any folder of
 images (CelebA, CelebA-HQ, ...), downsampled per resolution in tf.data.
 
-  python chapters/pgan/main.py                          # 4 -> 8 -> 16 -> 32 on 2 CPU cores: 7 min, 10 in float32
+  python chapters/pgan/main.py                          # 4 -> 8 -> 16 -> 32 on 2 CPU cores: 10 min, 15 in float32
   python chapters/pgan/main.py --max-resolution 64 --max-filters 512 --fmap-base 16384 --learning-rate 0.001 \
       --batch-size 16 --batch-sizes '' --g-average-half-life 11000 --fade-images 800000 --stable-images 800000
   python chapters/pgan/main.py --resume                 # continues mid-phase, even in the middle of a fade-in
@@ -82,13 +82,14 @@ def build_parser():
                           "D on two batches instead of three. wgan-gp: the paper's WGAN-GP with its drift term "
                           "(runs saved before this flag go on with it)")
     net.add_argument("--r1-gamma", type=non_negative_float, default=1.0,
-                     help="--loss logistic: R1's weight gamma in gamma / 2 * E|grad_x D(x)|^2, the gradient of D's "
-                          "score with respect to each real image; 0 turns it off (StyleGAN's 10 scored the same "
+                     help="only with --loss logistic: R1's weight gamma in gamma / 2 * E|grad_x D(x)|^2, the gradient "
+                          "of D's score with respect to each real image; 0 turns it off (StyleGAN's 10 scored the same "
                           "here, 0.1 worse, one seed each: README)")
     net.add_argument("--gp-weight", type=non_negative_float, default=10.0,
-                     help="--loss wgan-gp: gradient penalty weight lambda (the paper's 10)")
+                     help="only with --loss wgan-gp: gradient penalty weight lambda (the paper's 10)")
     net.add_argument("--drift", type=non_negative_float, default=0.001,
-                     help="--loss wgan-gp: weight of the drift term E[D(x)^2] on real scores (the paper's 0.001)")
+                     help="only with --loss wgan-gp: weight of the drift term E[D(x)^2] on real scores "
+                          "(the paper's 0.001)")
     net.add_argument("--g-average-half-life", type=non_negative_int, default=DEFAULT_HALF_LIFE, metavar="IMAGES",
                      help="the paper's smoothed generator Gs: an exponential moving average of G's weights, "
                           "sampled and saved instead of G, whose weight halves every IMAGES images (the paper's "
@@ -148,12 +149,12 @@ def main(argv: Sequence[str]) -> int:
         # WGAN-GP
         run = open_run(args, parser, argv, training=True,
                        older_runs={"fmap_base": 16384, "g_average_half_life": 0, "loss": "wgan-gp"})
-        check_loss_flags(args.loss, typed)  # the run's loss, or the one typed now
         if "stop_after_images" not in typed:
             args.stop_after_images = None  # a time box applies to the session that asked for it
         check_args(args)  # the run's saved flags, with the ones typed now on top
         check_memory(args)
         data = TrainingData.from_args(args)
+    check_loss_flags(args.loss, typed)  # the loss of a run folder's saved config.json, or the one typed now
     Trainer(run, frozen_flags(args), data).train()  # settled: the growth reads them, never changes them
     return 0
 
@@ -163,8 +164,8 @@ def check_loss_flags(loss: str, typed: set[str]) -> None:
     for owner, flags in LOSS_FLAGS.items():
         stray = ["--" + flag.replace("_", "-") for flag in flags if flag in typed]
         if owner != loss and stray:
-            raise UserError(f"{' and '.join(stray)} only {'acts' if len(stray) == 1 else 'act'} under --loss {owner} "
-                            f"and this run trains with --loss {loss}: drop {'it' if len(stray) == 1 else 'them'} "
+            raise UserError(f"{' and '.join(stray)} only {'acts' if len(stray) == 1 else 'act'} under --loss {owner}, "
+                            f"but this run trains with --loss {loss}: drop {'it' if len(stray) == 1 else 'them'}, "
                             f"or pass --loss {owner}")
 
 
