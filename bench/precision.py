@@ -152,10 +152,11 @@ def age_cgan(width: float, batch: int = 32) -> Callable[[], Built]:
 
 
 def pgan(level: int = 3, batch: int = 32, max_filters: int = 64, latent_dim: int = 512,
-         fmap_base: int | None = None) -> Callable[[], Built]:
+         fmap_base: int | None = None, loss: str = "logistic") -> Callable[[], Built]:
     """The stable phase at 4 * 2**level pixels with the chapter's CPU defaults (fmap_base None: --fmap-base's
     default, 32 feature maps at 32x32), through its GrowthPhase's step, as the chapter trains it (its toRGB and
-    score layers are float32 under mixed_bfloat16)."""
+    score layers are float32 under mixed_bfloat16). `loss`: "logistic" (the default: R1 with gamma 1) or
+    "wgan-gp" (the paper's)."""
     def build() -> Built:
         import keras
         import tensorflow as tf
@@ -169,7 +170,7 @@ def pgan(level: int = 3, batch: int = 32, max_filters: int = 64, latent_dim: int
         growing = models.Growing(latent_dim, level, max_filters, fmap_base=fmap_base or DEFAULT_FMAP_BASE)
         g, d = growing.generator(level, "stable"), growing.discriminator(level, "stable")
         phase = GrowthPhase(g, d, g, models.optimizer(), models.optimizer(), {}, False, tf.Variable(1.0),
-                            loss="wgan-gp", gp_weight=10.0, drift=0.001)
+                            loss=loss, r1_gamma=1.0, gp_weight=10.0, drift=0.001)
         phase.build_optimizers()
         res = models.resolution(level)
         reals = tf.constant(_images(np.random.default_rng(0), (res, res, 3), batch))
@@ -181,7 +182,7 @@ def pgan(level: int = 3, batch: int = 32, max_filters: int = 64, latent_dim: int
             logs = step(tf.constant([0, counter[0]], tf.int64))
             float(logs["d_loss"])
 
-        return Built(run, gan_step_flops(g, d, batch, wgan_gp=True))
+        return Built(run, gan_step_flops(g, d, batch, wgan_gp=loss == "wgan-gp", r1=loss == "logistic"))
     return build
 
 
@@ -200,9 +201,11 @@ def cases(quick: bool) -> dict[str, Case]:
                               age_cgan(0.5, 32), speedup_target=True, mfu_target=True, max_rounds=4),
         "age_cgan": Case("age_cgan", "Age-cGAN 64 px, the book's networks (width 1; batch 32)", 32, age_cgan(1.0, 32),
                          speedup_target=True, mfu_target=True, max_rounds=4),
-        "pgan": Case("pgan", "PGAN 32x32 stable phase, WGAN-GP, 64 filters to 16x16, 32 at 32x32 (the CPU default's "
-                     "networks; batch 32)", 32,
-                     pgan(3, 32, 64), mfu_target=True, max_rounds=4),
+        "pgan": Case("pgan", "PGAN 32x32 stable phase, logistic + R1, 64 filters to 16x16, 32 at 32x32 (the CPU "
+                     "default; batch 32)", 32, pgan(3, 32, 64), mfu_target=True, max_rounds=4),
+        "pgan_wgan_gp": Case("pgan_wgan_gp", "PGAN 32x32 stable phase, WGAN-GP (the paper's loss), the CPU default's "
+                             "networks (batch 32)", 32, pgan(3, 32, 64, loss="wgan-gp"), mfu_target=True,
+                             max_rounds=4),
     }
 
 

@@ -216,7 +216,7 @@ BACKWARD = 2.0  # backward = 2 x forward: the gradient with respect to the activ
 
 
 def train_step_flops(g_forward: float, d_forward: float, *, fakes_for_d: bool = True, wgan_gp: bool = False,
-                     extra: float = 0.0) -> dict[str, float]:
+                     r1: bool = False, extra: float = 0.0) -> dict[str, float]:
     """One GAN step from the forward FLOPs of G and D at the step's batch (D's on ONE batch of images).
 
     D step: G forward for the fakes (`fakes_for_d`; False where the G step reuses the same fakes, SRGAN) +
@@ -224,6 +224,8 @@ def train_step_flops(g_forward: float, d_forward: float, *, fakes_for_d: bool = 
             With `wgan_gp`, the gradient penalty adds D forward on the interpolates, its input gradient
             (1 x D) and the weights' gradient through both (2 x 2 x D): 12 x D in all (an estimate: the
             second-order pass is counted with the same backward = 2 x forward rule).
+            With `r1` (PGAN's default logistic loss), R1 differentiates D at the reals it scores anyway: its input
+            gradient (1 x D) and the weights' gradient through it (2 x D), 9 x D in all.
     G step: (1 + BACKWARD) x G + D forward + D's input gradient (2 x D).
     `extra`: FLOPs of anything else in the step (SRGAN's VGG content loss), added to the G step.
     """
@@ -231,6 +233,8 @@ def train_step_flops(g_forward: float, d_forward: float, *, fakes_for_d: bool = 
     d_step = (g_forward if fakes_for_d else 0.0) + 2 * d_per_batch
     if wgan_gp:
         d_step += d_forward + d_forward + BACKWARD * 2 * d_forward
+    if r1:
+        d_step += d_forward + BACKWARD * d_forward
     g_step = (1.0 + BACKWARD) * g_forward + 2.0 * d_forward + extra
     return {"d_step": d_step, "g_step": g_step, "total": d_step + g_step}
 

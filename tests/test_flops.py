@@ -97,6 +97,7 @@ def test_train_step_rule():
     assert step["total"] == step["d_step"] + step["g_step"]
     assert train_step_flops(10.0, 100.0, fakes_for_d=False, extra=5.0)["total"] == 600 + 30 + 200 + 5
     assert train_step_flops(10.0, 100.0, wgan_gp=True)["d_step"] == 10 + 12 * 100
+    assert train_step_flops(10.0, 100.0, r1=True)["d_step"] == 10 + 9 * 100
     z = keras.Input((4,))
     g = _model(z, layers.Dense(6)(z))
     image = keras.Input((6,))
