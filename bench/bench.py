@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "1024 makes a 4096x4096 image, a few minutes on a 2-core CPU)")
     parser.add_argument("--precision-cases", nargs="+", default=None, metavar="CASE",
                         help="cases of the precision section (default all: vanilla anime_dcgan srgan gan_3d "
-                             "gan_3d_book age_cgan_half age_cgan pgan pgan_wgan_gp; --quick: vanilla srgan gan_3d age_cgan_half)")
+                             "gan_3d_book age_cgan_half age_cgan pgan pgan_wgan_gp; --quick: vanilla srgan gan_3d "
+                             "age_cgan_half)")
     parser.add_argument("--precision-budget", type=float, default=None, metavar="SECONDS",
                         help="timed seconds per precision case, after its warm-up (default 60; --quick 10): a case "
                              "stops once it has used them, after two rounds")

@@ -105,3 +105,13 @@ def test_train_step_rule():
     counted = gan_step_flops(g, d, batch=8)
     assert counted["g_forward"] == 2 * 8 * 4 * 6 and counted["d_forward"] == 2 * 8 * 6
     assert counted["total"] == train_step_flops(2 * 8 * 4 * 6, 2 * 8 * 6)["total"]
+
+
+@pytest.mark.parametrize("loss, d_multiple", [("logistic", 9), ("wgan-gp", 12)])
+def test_the_pgan_bench_case_runs_and_counts_the_step_of_its_loss(loss, d_multiple):
+    from bench import precision
+
+    built = precision.pgan(level=1, batch=4, max_filters=8, latent_dim=8, fmap_base=64, loss=loss)()
+    built.step()  # one compiled step of that loss runs
+    counts = built.flops
+    assert counts["d_step"] == pytest.approx(counts["g_forward"] + d_multiple * counts["d_forward"])
