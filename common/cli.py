@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from common.errors import TrainingDiverged, UserError
 
@@ -132,6 +132,9 @@ def unit_interval(text: str) -> float:
     return _number(text, float, "a number from 0 to 1", lambda v: 0 <= v <= 1)
 
 
+SCORING_FLAGS = ("extractor", "inception_weights", "eval_samples")  # add_scoring_flags' destinations
+
+
 def add_scoring_flags(parser: argparse.ArgumentParser) -> None:
     """--extractor, --inception-weights and --eval-samples: how an image chapter's --stage evaluate scores
     (common.metrics.choose_extractor reads the first two)."""
@@ -157,6 +160,45 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[
     probe = argparse.Namespace(**{dest: unset for dest in vars(parser.parse_args(argv))})
     parser.parse_args(argv, namespace=probe)
     return {dest for dest, value in vars(probe).items() if value is not unset}
+
+
+# every stage reads these: which run, and where runs live
+_EVERY_STAGE = frozenset({"stage", "run_dir", "runs_root"})
+# what common.train.sample_stage reads
+SAMPLE_FLAGS = ("seed", "num", "out", "overwrite")
+
+
+def check_stage_flags(parser: argparse.ArgumentParser, argv: Sequence[str], stage_flags: Mapping[str, Iterable[str]],
+                      later_only: Iterable[str] = ()) -> None:
+    """A flag typed with a stage that does not read it (`--stage evaluate --epochs 50`, `--stage train --num 100`)
+    would be silently ignored: it is refused in one sentence, before any work.
+
+    `stage_flags`: the destinations each stage that works on a trained run (sample, evaluate, ...) reads. A stage
+    not in it trains, and reads every flag but `later_only`, the ones only those later stages read."""
+    typed, stage = explicit_flags(parser, argv), parser.parse_args(argv).stage
+    later = stage in stage_flags
+    unread = sorted(typed - _EVERY_STAGE - set(stage_flags[stage]) if later else typed & set(later_only))
+    if not unread:
+        return
+    if "resume" in unread and later:
+        raise UserError(f"--stage {stage} takes its run from --run-dir DIR (default: the latest run), not --resume, "
+                        "which continues training")
+    users = [name for name, reads in stage_flags.items() if set(reads) & set(unread)]
+    why = ("a trained run's own flags are in its config.json" if later else
+           f"{'it is' if len(unread) == 1 else 'they are'} for --stage {_listed(users)}")
+    raise UserError(f"--stage {stage} does not use {_listed([_option_of(parser, d) for d in unread])}: drop "
+                    f"{'it' if len(unread) == 1 else 'them'} ({why})")
+
+
+def _listed(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _option_of(parser: argparse.ArgumentParser, dest: str) -> str:
+    for action in parser._actions:
+        if action.dest == dest and action.option_strings:
+            return max(action.option_strings, key=len)
+    return dest
 
 
 def frozen_flags(args: argparse.Namespace) -> Any:

@@ -122,6 +122,11 @@ def sweep(base: np.ndarray, dim: int, values: Sequence[float]) -> np.ndarray:
 
 # --- rendering ------------------------------------------------------------------------------------------
 
+# add_flags' destinations: with the seed the defaults start from, what --stage explore reads
+EXPLORE_FLAGS = ("interpolate_seeds", "interpolate_steps", "arithmetic_seeds", "sweep_dims", "sweep_range",
+                 "sweep_steps", "sweep_rows")
+
+
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """The `--stage explore` flags (seeds, steps, sweep dimensions and range)."""
     group = parser.add_argument_group("latent-space exploration (--stage explore)")

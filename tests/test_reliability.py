@@ -1,11 +1,11 @@
 """Reliability and security across the chapters: faults, bad input for every loader, and the security rules.
 
-What the other test files already cover is listed in .notes/reliability.md; this file adds the rest:
-bad image variants through every image loader, wiki.mat / .mat / .npz damage, empty and missing inputs for every
-chapter, contradictory flags, an unwritable run directory, a disk that fills up mid-run (a real tiny tmpfs
-where the tests may mount one), a model write that fails, an interrupted checkpoint write on another chapter,
-nothing written under --data, safe-mode loading of every saved model type in a fresh process, no pickle and no
-Lambda in the product, TensorBoard on 127.0.0.1 by default, and interrupted downloads.
+What the other test files already cover is not repeated; this file adds the rest: bad image variants through every
+image loader, wiki.mat / .mat / .npz damage, empty and missing inputs for every chapter, contradictory flags, flags
+a later stage does not read, an unwritable run directory, a disk that fills up mid-run (a real tiny tmpfs where the
+tests may mount one), a model write that fails, an interrupted checkpoint write on another chapter, nothing written
+under --data, safe-mode loading of every saved model type in a fresh process, no pickle and no Lambda in the
+product, TensorBoard on 127.0.0.1 by default, and interrupted downloads.
 """
 from __future__ import annotations
 
@@ -283,6 +283,113 @@ def test_contradictory_flags_are_one_sentence(tmp_path, capsys):
     assert "does not exist" in _one_error_line(capsys)
     assert run_main(main, ["--batch-size", "0"]) == 2
     assert "a whole number of at least 1" in capsys.readouterr().err
+
+
+# flags that a later stage does not read, per chapter and stage (training flags, or another stage's); some would fail
+# the chapter's own checks (--pack 3 at batch 64, --max-resolution 48): the stage's refusal comes first
+UNREAD_FLAGS = {
+    ("gan_3d", "evaluate"): ["--epochs", "30", "--g-lr", "1e-4"],
+    ("gan_3d", "sample"): ["--strips", "2"],
+    ("gan_3d", "interpolate"): ["--format", "obj", "--d-acc-threshold", "2"],
+    ("vanilla_gan", "sample"): ["--lr", "1e-3"],
+    ("vanilla_gan", "evaluate"): ["--pack", "3"],
+    ("anime_dcgan", "sample"): ["--arch", "dcgan"],
+    ("anime_dcgan", "explore"): ["--eval-samples", "50"],
+    ("anime_dcgan", "evaluate"): ["--batch-size", "8"],
+    ("pgan", "sample"): ["--max-resolution", "48", "--loss", "wgan-gp"],
+    ("pgan", "explore"): ["--out", "walk.gif"],
+    ("pgan", "evaluate"): ["--stable-images", "1000"],
+    ("srgan", "upscale"): ["--hr-size", "64"],
+    ("srgan", "evaluate"): ["--lr", "1e-4"],
+    ("age_cgan", "age"): ["--width", "0.5", "--seed", "3"],
+    ("age_cgan", "evaluate"): ["--encoder-steps", "5"],
+}
+
+
+@pytest.mark.parametrize("chapter,stage", sorted(UNREAD_FLAGS))
+def test_a_flag_that_a_later_stage_does_not_read_is_one_sentence_before_any_work(chapter, stage, tmp_path, capsys):
+    """`--stage evaluate --epochs 30` would otherwise evaluate the trained run and ignore --epochs without a word."""
+    import importlib
+
+    module = importlib.import_module(f"chapters.{chapter}.main")
+    flags = UNREAD_FLAGS[(chapter, stage)]
+    argv = ["--stage", stage, *flags, "--run-dir", tmp_path / "no-run-here"]
+    assert run_main(module.main, argv) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith(f"error: --stage {stage} does not use ") and all(
+        f in line for f in flags if f.startswith("--")), line
+    assert "drop" in line and not (tmp_path / "no-run-here").exists()
+    assert run_main(module.main, ["--stage", stage, "--resume", tmp_path / "no-run-here"]) == 2
+    assert "--run-dir DIR (default: the latest run), not --resume" in _one_error_line(capsys)
+
+
+# a flag that only a later stage reads, typed with training (Age-cGAN's training stages read what they are given)
+TRAINING_UNREAD = {"gan_3d": ["--num", "100", "--strips", "2"], "vanilla_gan": ["--out", "digits.png"],
+                   "anime_dcgan": ["--sweep-rows", "3"], "pgan": ["--extractor", "inception"], "srgan": ["--tile", "64"]}
+
+
+@pytest.mark.parametrize("chapter", sorted(TRAINING_UNREAD))
+def test_a_flag_that_only_a_later_stage_reads_is_refused_by_training(chapter, tmp_path, capsys):
+    import importlib
+
+    module = importlib.import_module(f"chapters.{chapter}.main")
+    flags = TRAINING_UNREAD[chapter]
+    assert run_main(module.main, [*flags, "--run-dir", tmp_path / "run"]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("error: --stage train does not use "), line
+    assert " (it is for --stage " in line or " (they are for --stage " in line, line
+    assert all(f in line for f in flags if f.startswith("--")) and not (tmp_path / "run").exists()
+
+
+def _documented_commands():
+    """(chapter, argv) of every `chapters/<chapter>/main.py ...` that the READMEs, the Makefile and the chapters'
+    --help texts show; placeholders (N, FILE, R, ...) become 1, Make variables and shell lines are left out."""
+    import re
+    import shlex
+
+    texts = [*ROOT.glob("*.md"), *ROOT.glob("*/*.md"), *ROOT.glob("chapters/*/*.md"), ROOT / "Makefile",
+             *ROOT.glob("chapters/*/main.py")]
+    found = set()
+    for path in texts:
+        for match in re.finditer(r"chapters/(\w+)/main\.py ([^\n`#|]*)", path.read_text()):
+            text = match.group(2).rstrip().rstrip("\\")
+            if "$" in text or not text.startswith("--") or "--help" in text:
+                continue
+            argv = [("1" if re.fullmatch(r"[A-Z_]+|.*\u2026.*", token) else token) for token in shlex.split(text)]
+            found.add((match.group(1), tuple(argv)))
+    return sorted(found)
+
+
+def test_every_documented_command_passes_the_stage_flag_check():
+    import importlib
+
+    from common.cli import check_stage_flags
+
+    stages = []
+    for chapter, argv in _documented_commands():
+        module = importlib.import_module(f"chapters.{chapter}.main")
+        parser = module.build_parser()
+        check_stage_flags(parser, list(argv), module.STAGE_FLAGS, getattr(module, "LATER_ONLY", ()))  # or UserError
+        stages.append(parser.parse_args(list(argv)).stage)
+    later = [stage for stage in stages if stage not in ("train", "pretrain", "gan", "encoder", "optimize", "all")]
+    assert len(later) >= 20 and len(stages) - len(later) >= 20, stages
+
+
+@pytest.mark.parametrize("chapter", ["age_cgan", "anime_dcgan", "gan_3d", "pgan", "srgan", "vanilla_gan"])
+def test_every_flag_a_later_stage_declares_is_a_flag_of_its_chapter(chapter):
+    """A misspelt name in STAGE_FLAGS would refuse the flag that the stage does read; every stage is covered."""
+    import importlib
+
+    module = importlib.import_module(f"chapters.{chapter}.main")
+    parser = module.build_parser()
+    flags = vars(parser.parse_args([]))
+    for stage, reads in module.STAGE_FLAGS.items():
+        assert set(reads) <= set(flags), (stage, set(reads) - set(flags))
+    later = getattr(module, "LATER_ONLY", ())  # each read by a later stage, or no stage would read it
+    assert set(later) <= set().union(*module.STAGE_FLAGS.values()), set(later) - set().union(*module.STAGE_FLAGS.values())
+    stages = next(action.choices for action in parser._actions if action.dest == "stage")
+    training = {"train", "pretrain", "gan", "encoder", "optimize", "all"}  # these read what they are given
+    assert set(stages) - training == set(module.STAGE_FLAGS), chapter
 
 
 # --- unwritable run directory, disk full, failing writes -------------------------------------------------

@@ -30,11 +30,17 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 from common.cli import (  # noqa: E402  (TensorFlow itself is imported after argument parsing)
-    base_parser, frozen_flags, int_at_least, non_negative_float, non_negative_int, positive_float, positive_int,
-    run_main)
+    base_parser, check_stage_flags, frozen_flags, int_at_least, non_negative_float, non_negative_int, positive_float,
+    positive_int, run_main)
 from common.errors import UserError  # noqa: E402
 STAGES = ("gan", "encoder", "optimize", "age", "evaluate", "all")
 AGE_CLASSIFIER = Path(__file__).resolve().parent / "weights" / "age_classifier.keras"
+# what the stages that only use the trained networks read; common.cli.check_stage_flags refuses the rest (the
+# training stages read what they are given)
+_IDENTITY = ("fr_model", "fr_weights", "refine_steps", "refine_lr", "pixel_weight")
+STAGE_FLAGS = {"age": (*_IDENTITY, "image", "no_crop", "out", "overwrite"),
+               "evaluate": (*_IDENTITY, "seed", "data", "eval_faces", "eval_samples", "eval_identities",
+                            "age_classifier")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_stage_flags(parser, argv, STAGE_FLAGS)
     if args.stage == "age" and not args.image:
         raise UserError("--stage age needs --image PHOTO (a face photo; any size)")
     if args.image and not Path(args.image).is_file():

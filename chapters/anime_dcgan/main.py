@@ -21,10 +21,15 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 from common import latent, stabilize  # noqa: E402
-from common.cli import add_scoring_flags, base_parser, positive_int, run_main, unit_interval  # noqa: E402
+from common.cli import (SAMPLE_FLAGS, SCORING_FLAGS, add_scoring_flags, base_parser, check_stage_flags,  # noqa: E402
+                        positive_int, run_main, unit_interval)
 
 # --precision auto trains in bfloat16 on a CPU that has it: the default run steps in 42 ms instead of 70 with FID held.
 BF16_ON_CPU = True
+# what each later stage reads, and what only they read; common.cli.check_stage_flags refuses the rest
+STAGE_FLAGS = {"sample": SAMPLE_FLAGS, "explore": ("seed", *latent.EXPLORE_FLAGS),
+               "evaluate": ("seed", "data", "faces", *SCORING_FLAGS)}
+LATER_ONLY = ("num", "out", "overwrite", *latent.EXPLORE_FLAGS, *SCORING_FLAGS)
 
 # Per-architecture defaults of the shared stabilisation flags: the book's noisy labels (real in [0.8, 1],
 # fake in [0, 0.2]) and the DCGAN-era one-sided label smoothing.
@@ -73,6 +78,7 @@ def main(argv: Sequence[str]) -> int:
     from chapters.anime_dcgan import models
     from chapters.anime_dcgan.data import extractor, real_images, training_data
 
+    check_stage_flags(parser, argv, STAGE_FLAGS, LATER_ONLY)
     if args.stage == "train" and args.resume is None:  # refuse before TensorFlow starts or a run folder is made
         models.check_image_size(args.arch, args.image_size)
         stabilize.check(stabilize.Stabilizers.from_args(args), conditional=False, batch_size=args.batch_size)

@@ -20,8 +20,8 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 from common import stabilize  # noqa: E402
-from common.cli import (base_parser, frozen_flags, non_negative_float, positive_float, positive_int,  # noqa: E402
-                        run_main, unit_interval)
+from common.cli import (base_parser, check_stage_flags, frozen_flags, non_negative_float,  # noqa: E402
+                        positive_float, positive_int, run_main, unit_interval)
 from common.errors import UserError  # noqa: E402
 
 # the book's optimiser settings (--book-rates); the defaults below are the ones that learn on a CPU in minutes
@@ -33,6 +33,11 @@ INSTANCE_NOISE = 0.25
 # the measured CPU default (README): samples and saved models come from an average of G's weights (~100 steps),
 # fewer loose voxels than the raw G's
 AVERAGE_GENERATOR = 0.99
+# what each later stage reads, and what only they read; common.cli.check_stage_flags refuses the rest
+STAGE_FLAGS = {"sample": ("seed", "num", "out", "overwrite", "format", "z_std"),
+               "interpolate": ("seed", "num", "out", "overwrite", "strips", "z_std"),
+               "evaluate": ("seed", "num", "z_std", "data", "category", "split", "num_shapes")}
+LATER_ONLY = ("num", "out", "overwrite", "format", "strips")
 
 
 def build_parser():
@@ -81,6 +86,7 @@ def build_parser():
 def main(argv: Sequence[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_stage_flags(parser, argv, STAGE_FLAGS, LATER_ONLY)
     if args.book_rates:
         for key, value in BOOK_RATES.items():
             setattr(args, key, value)

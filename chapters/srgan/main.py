@@ -23,7 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 
 from chapters.srgan.stages import EMBEDDED_CROPS_PER_IMAGE, PHOTOS  # noqa: E402  (light: a fast --help)
 from common.cli import (  # noqa: E402
-    base_parser, frozen_flags, non_negative_float, non_negative_int, positive_float, positive_int, run_main)
+    base_parser, check_stage_flags, frozen_flags, non_negative_float, non_negative_int, positive_float, positive_int,
+    run_main)
+
+# what the stages after training read, and what only they read; common.cli.check_stage_flags refuses the rest
+STAGE_FLAGS = {"upscale": ("input", "output", "overwrite", "generator", "tile"),
+               "evaluate": ("eval_data", "generator", "tile")}
+LATER_ONLY = ("input", "output", "overwrite", "generator", "tile")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +91,7 @@ def main(argv: Sequence[str]) -> int:
     from chapters.srgan import stages
     from common.run import open_run
 
+    check_stage_flags(parser, argv, STAGE_FLAGS, LATER_ONLY)
     if args.stage == "upscale":
         return stages.upscale(args, parser, argv)
     if args.stage == "evaluate":

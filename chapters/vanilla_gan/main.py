@@ -17,14 +17,17 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 from common import stabilize  # noqa: E402
-from common.cli import (base_parser, explicit_flags, int_at_least, non_negative_int, positive_float,  # noqa: E402
-                        positive_int, run_main)
+from common.cli import (SAMPLE_FLAGS, base_parser, check_stage_flags, explicit_flags, int_at_least,  # noqa: E402
+                        non_negative_int, positive_float, positive_int, run_main)
 
 # --precision auto keeps float32 on a CPU until bfloat16 is shown to help this chapter (--precision bfloat16 forces it).
 BF16_ON_CPU = False
+# what each later stage reads, and what only they read; common.cli.check_stage_flags refuses the rest
+STAGE_FLAGS = {"sample": SAMPLE_FLAGS, "evaluate": ("seed", "data", "eval_samples")}
+LATER_ONLY = ("num", "out", "overwrite")
 
 
-def main(argv: Sequence[str]) -> int:
+def build_parser():
     parser = base_parser("vanilla_gan", __doc__, stages=("train", "sample", "evaluate"), epochs=64, batch_size=64)
     parser.add_argument("--latent-dim", type=positive_int, default=100, help="size of the generator's input noise z")
     parser.add_argument("--eval-every", type=non_negative_int, default=0, metavar="N",
@@ -37,7 +40,13 @@ def main(argv: Sequence[str]) -> int:
                              "epochs as 2e-4 in 80, README)")
     # the measured default (README): sample from the average of G's weights, one-sided label smoothing
     stabilize.add_flags(parser, average_generator=0.999, label_smoothing=0.9)
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    check_stage_flags(parser, argv, STAGE_FLAGS, LATER_ONLY)
     if args.loss != "bce" and "label_smoothing" not in explicit_flags(parser, argv):
         args.label_smoothing = 1.0  # the default smoothing is of BCE's real target: hinge and WGAN-GP have none
     options = stabilize.Stabilizers.from_args(args)
