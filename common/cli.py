@@ -173,21 +173,22 @@ def check_stage_flags(parser: argparse.ArgumentParser, argv: Sequence[str], stag
     """A flag typed with a stage that does not read it (`--stage evaluate --epochs 50`, `--stage train --num 100`)
     would be silently ignored: it is refused in one sentence, before any work.
 
-    `stage_flags`: the destinations each stage that works on a trained run (sample, evaluate, ...) reads. A stage
-    not in it trains, and reads every flag but `later_only`, the ones only those later stages read."""
+    `stage_flags`: the destinations each stage that works on a trained run (sample, evaluate, ...) reads. A
+    stage not in it trains, and reads every flag but `later_only`, the ones only those later stages read."""
     typed, stage = explicit_flags(parser, argv), parser.parse_args(argv).stage
-    later = stage in stage_flags
-    unread = sorted(typed - _EVERY_STAGE - set(stage_flags[stage]) if later else typed & set(later_only))
+    unread = sorted(typed - _EVERY_STAGE - set(stage_flags[stage]) if stage in stage_flags else typed & set(later_only))
     if not unread:
         return
-    if "resume" in unread and later:
+    if "resume" in unread:
         raise UserError(f"--stage {stage} takes its run from --run-dir DIR (default: the latest run), not --resume, "
                         "which continues training")
-    users = [name for name, reads in stage_flags.items() if set(reads) & set(unread)]
-    why = ("a trained run's own flags are in its config.json" if later else
-           f"{'it is' if len(unread) == 1 else 'they are'} for --stage {_listed(users)}")
+    stages = [name for name, reads in stage_flags.items() if set(reads) & set(unread)]
+    uses = [f"--stage {_listed(stages)}"] if stages else []
+    training = not set(unread) <= set().union(*stage_flags.values())  # flags none of them reads: training's
+    uses += ["training; a run's own training flags are in its config.json"] if training else []
+    one = len(unread) == 1
     raise UserError(f"--stage {stage} does not use {_listed([_option_of(parser, d) for d in unread])}: drop "
-                    f"{'it' if len(unread) == 1 else 'them'} ({why})")
+                    f"{'it' if one else 'them'} ({'it is' if one else 'they are'} for {' or '.join(uses)})")
 
 
 def _listed(names: Sequence[str]) -> str:

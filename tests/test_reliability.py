@@ -323,35 +323,41 @@ def test_a_flag_that_a_later_stage_does_not_read_is_one_sentence_before_any_work
     assert "--run-dir DIR (default: the latest run), not --resume" in _one_error_line(capsys)
 
 
-# a flag that only a later stage reads, typed with training (Age-cGAN's training stages read what they are given)
+# flags that only a later stage reads, typed with training
 TRAINING_UNREAD = {"gan_3d": ["--num", "100", "--strips", "2"], "vanilla_gan": ["--out", "digits.png"],
-                   "anime_dcgan": ["--sweep-rows", "3"], "pgan": ["--extractor", "inception"], "srgan": ["--tile", "64"]}
+                   "anime_dcgan": ["--sweep-rows", "3"], "pgan": ["--extractor", "inception"],
+                   "srgan": ["--tile", "64"],
+                   "age_cgan": ["--stage", "encoder", "--eval-samples", "50", "--age-classifier", "a.keras"]}
 
 
-@pytest.mark.parametrize("chapter", sorted(TRAINING_UNREAD))
-def test_a_flag_that_only_a_later_stage_reads_is_refused_by_training(chapter, tmp_path, capsys):
+@pytest.mark.parametrize("case", sorted(TRAINING_UNREAD))
+def test_a_flag_that_only_a_later_stage_reads_is_refused_by_training(case, tmp_path, capsys):
     import importlib
 
-    module = importlib.import_module(f"chapters.{chapter}.main")
-    flags = TRAINING_UNREAD[chapter]
+    module = importlib.import_module(f"chapters.{case}.main")
+    flags = TRAINING_UNREAD[case]
+    stage = flags[flags.index("--stage") + 1] if "--stage" in flags else "train"
     assert run_main(module.main, [*flags, "--run-dir", tmp_path / "run"]) == 2
     line = _one_error_line(capsys)
-    assert line.startswith("error: --stage train does not use "), line
+    assert line.startswith(f"error: --stage {stage} does not use "), line
     assert " (it is for --stage " in line or " (they are for --stage " in line, line
-    assert all(f in line for f in flags if f.startswith("--")) and not (tmp_path / "run").exists()
+    assert all(f in line for f in flags[2 * (stage != "train"):] if f.startswith("--")), line
+    assert not (tmp_path / "run").exists()
 
 
 def _documented_commands():
     """(chapter, argv) of every `chapters/<chapter>/main.py ...` that the READMEs, the Makefile and the chapters'
-    --help texts show; placeholders (N, FILE, R, ...) become 1, Make variables and shell lines are left out."""
+    --help texts show and every `make train-*` runs; placeholders (N, FILE, R, ...) become 1."""
     import re
     import shlex
 
     texts = [*ROOT.glob("*.md"), *ROOT.glob("*/*.md"), *ROOT.glob("chapters/*/*.md"), ROOT / "Makefile",
              *ROOT.glob("chapters/*/main.py")]
+    targets = re.findall(r"^(train-[\w-]+):", (ROOT / "Makefile").read_text(), re.M)
+    make = subprocess.run(["make", "-n", *targets], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     found = set()
-    for path in texts:
-        for match in re.finditer(r"chapters/(\w+)/main\.py ([^\n`#|]*)", path.read_text()):
+    for text in [make] + [path.read_text() for path in texts]:
+        for match in re.finditer(r"chapters/(\w+)/main\.py ([^\n`#|]*)", text):
             text = match.group(2).rstrip().rstrip("\\")
             if "$" in text or not text.startswith("--") or "--help" in text:
                 continue
@@ -369,7 +375,7 @@ def test_every_documented_command_passes_the_stage_flag_check():
     for chapter, argv in _documented_commands():
         module = importlib.import_module(f"chapters.{chapter}.main")
         parser = module.build_parser()
-        check_stage_flags(parser, list(argv), module.STAGE_FLAGS, getattr(module, "LATER_ONLY", ()))  # or UserError
+        check_stage_flags(parser, list(argv), module.STAGE_FLAGS, module.LATER_ONLY)  # or a UserError
         stages.append(parser.parse_args(list(argv)).stage)
     later = [stage for stage in stages if stage not in ("train", "pretrain", "gan", "encoder", "optimize", "all")]
     assert len(later) >= 20 and len(stages) - len(later) >= 20, stages
@@ -385,11 +391,10 @@ def test_every_flag_a_later_stage_declares_is_a_flag_of_its_chapter(chapter):
     flags = vars(parser.parse_args([]))
     for stage, reads in module.STAGE_FLAGS.items():
         assert set(reads) <= set(flags), (stage, set(reads) - set(flags))
-    later = getattr(module, "LATER_ONLY", ())  # each read by a later stage, or no stage would read it
-    assert set(later) <= set().union(*module.STAGE_FLAGS.values()), set(later) - set().union(*module.STAGE_FLAGS.values())
-    stages = next(action.choices for action in parser._actions if action.dest == "stage")
-    training = {"train", "pretrain", "gan", "encoder", "optimize", "all"}  # these read what they are given
-    assert set(stages) - training == set(module.STAGE_FLAGS), chapter
+    read_later = set().union(*module.STAGE_FLAGS.values())
+    assert set(module.LATER_ONLY) <= read_later, set(module.LATER_ONLY) - read_later  # or no stage would read it
+    stages = set(next(action.choices for action in parser._actions if action.dest == "stage"))
+    assert stages - {"train", "pretrain", "gan", "encoder", "optimize", "all"} == set(module.STAGE_FLAGS)
 
 
 # --- unwritable run directory, disk full, failing writes -------------------------------------------------

@@ -35,18 +35,19 @@ from common.cli import (  # noqa: E402  (TensorFlow itself is imported after arg
 from common.errors import UserError  # noqa: E402
 STAGES = ("gan", "encoder", "optimize", "age", "evaluate", "all")
 AGE_CLASSIFIER = Path(__file__).resolve().parent / "weights" / "age_classifier.keras"
-# what the stages that only use the trained networks read; common.cli.check_stage_flags refuses the rest (the
-# training stages read what they are given)
+# what the stages after training read; common.cli.check_stage_flags refuses any other flag typed with them. The
+# training stages (gan, encoder, optimize, all) share one set of flags, less the ones only evaluate reads.
 _IDENTITY = ("fr_model", "fr_weights", "refine_steps", "refine_lr", "pixel_weight")
 STAGE_FLAGS = {"age": (*_IDENTITY, "image", "no_crop", "out", "overwrite"),
                "evaluate": (*_IDENTITY, "seed", "data", "eval_faces", "eval_samples", "eval_identities",
                             "age_classifier")}
+LATER_ONLY = ("eval_faces", "eval_samples", "eval_identities", "age_classifier")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = base_parser("age_cgan", __doc__, stages=STAGES, default_stage="gan", epochs=20, batch_size=32,
-                         data_help="the extracted wiki_crop folder (with wiki.mat) or its wiki.mat; "
-                                   "absent: the embedded procedural faces")
+                         sampling=False, data_help="the extracted wiki_crop folder (with wiki.mat) or its "
+                                                   "wiki.mat; absent: the embedded procedural faces")
     net = parser.add_argument_group("networks")
     net.add_argument("--arch", choices=("book", "dcgan"), default="book",
                      help="book: the book's E, G and D (scaled by --width); dcgan: a conditional DCGAN that draws at "
@@ -85,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="--stage optimize: faces per step (each passes the face-recognition net twice)")
     age = parser.add_argument_group("ageing a photo (--stage age) and evaluation")
     age.add_argument("--image", metavar="PHOTO", default=None, help="--stage age: the face photo to re-age")
+    age.add_argument("--out", metavar="FILE", default=None,
+                     help="--stage age and all: where to write the strip (default: <run>/samples/age_<photo>.png)")
     age.add_argument("--no-crop", action="store_true",
                      help="--stage age: resize the whole photo to 64x64 instead of its centre square")
     age.add_argument("--refine-steps", type=non_negative_int, default=0, metavar="N",
@@ -111,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_stage_flags(parser, argv, STAGE_FLAGS)
+    check_stage_flags(parser, argv, STAGE_FLAGS, LATER_ONLY)
     if args.stage == "age" and not args.image:
         raise UserError("--stage age needs --image PHOTO (a face photo; any size)")
     if args.image and not Path(args.image).is_file():
