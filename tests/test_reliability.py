@@ -358,10 +358,10 @@ def _documented_commands():
     found = set()
     for text in [make] + [path.read_text() for path in texts]:
         for match in re.finditer(r"chapters/(\w+)/main\.py ([^\n`#|]*)", text):
-            text = match.group(2).rstrip().rstrip("\\")
-            if "$" in text or not text.startswith("--") or "--help" in text:
+            flags = match.group(2).rstrip().rstrip("\\")
+            if "$" in flags or not flags.startswith("--") or "--help" in flags:
                 continue
-            argv = [("1" if re.fullmatch(r"[A-Z_]+|.*\u2026.*", token) else token) for token in shlex.split(text)]
+            argv = [("1" if re.fullmatch(r"[A-Z_]+|.*\u2026.*", token) else token) for token in shlex.split(flags)]
             found.add((match.group(1), tuple(argv)))
     return sorted(found)
 
