@@ -164,8 +164,10 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[
 
 # every stage reads these: which run, and where runs live
 _EVERY_STAGE = frozenset({"stage", "run_dir", "runs_root"})
+# base_parser's --num and --out, and --overwrite: a sample stage reads them, training never does
+OUTPUT_FLAGS = ("num", "out", "overwrite")
 # what common.train.sample_stage reads
-SAMPLE_FLAGS = ("seed", "num", "out", "overwrite")
+SAMPLE_FLAGS = ("seed", *OUTPUT_FLAGS)
 
 
 def check_stage_flags(parser: argparse.ArgumentParser, argv: Sequence[str], stage_flags: Mapping[str, Iterable[str]],

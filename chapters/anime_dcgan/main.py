@@ -21,15 +21,15 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 from common import latent, stabilize  # noqa: E402
-from common.cli import (SAMPLE_FLAGS, SCORING_FLAGS, add_scoring_flags, base_parser, check_stage_flags,  # noqa: E402
-                        positive_int, run_main, unit_interval)
+from common.cli import (OUTPUT_FLAGS, SAMPLE_FLAGS, SCORING_FLAGS, add_scoring_flags, base_parser,  # noqa: E402
+                        check_stage_flags, positive_int, run_main, unit_interval)
 
 # --precision auto trains in bfloat16 on a CPU that has it: the default run steps in 42 ms instead of 70 with FID held.
 BF16_ON_CPU = True
 # what each later stage reads, and what only they read; common.cli.check_stage_flags refuses the rest
 STAGE_FLAGS = {"sample": SAMPLE_FLAGS, "explore": ("seed", *latent.EXPLORE_FLAGS),
                "evaluate": ("seed", "data", "faces", *SCORING_FLAGS)}
-LATER_ONLY = ("num", "out", "overwrite", *latent.EXPLORE_FLAGS, *SCORING_FLAGS)
+LATER_ONLY = (*OUTPUT_FLAGS, *latent.EXPLORE_FLAGS, *SCORING_FLAGS)
 
 # Per-architecture defaults of the shared stabilisation flags: the book's noisy labels (real in [0.8, 1],
 # fake in [0, 0.2]) and the DCGAN-era one-sided label smoothing.

@@ -20,8 +20,8 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 from common import stabilize  # noqa: E402
-from common.cli import (base_parser, check_stage_flags, frozen_flags, non_negative_float,  # noqa: E402
-                        positive_float, positive_int, run_main, unit_interval)
+from common.cli import (OUTPUT_FLAGS, SAMPLE_FLAGS, base_parser, check_stage_flags, frozen_flags,  # noqa: E402
+                        non_negative_float, positive_float, positive_int, run_main, unit_interval)
 from common.errors import UserError  # noqa: E402
 
 # the book's optimiser settings (--book-rates); the defaults below are the ones that learn on a CPU in minutes
@@ -34,10 +34,9 @@ INSTANCE_NOISE = 0.25
 # fewer loose voxels than the raw G's
 AVERAGE_GENERATOR = 0.99
 # what each later stage reads, and what only they read; common.cli.check_stage_flags refuses the rest
-STAGE_FLAGS = {"sample": ("seed", "num", "out", "overwrite", "format", "z_std"),
-               "interpolate": ("seed", "num", "out", "overwrite", "strips", "z_std"),
+STAGE_FLAGS = {"sample": (*SAMPLE_FLAGS, "format", "z_std"), "interpolate": (*SAMPLE_FLAGS, "strips", "z_std"),
                "evaluate": ("seed", "num", "z_std", "data", "category", "split", "num_shapes")}
-LATER_ONLY = ("num", "out", "overwrite", "format", "strips")
+LATER_ONLY = (*OUTPUT_FLAGS, "format", "strips")
 
 
 def build_parser():

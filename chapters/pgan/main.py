@@ -34,15 +34,15 @@ from chapters.pgan.schedule import (  # noqa: E402  (light: a fast --help)
     LOSS_FLAGS, LOSSES, check_args, check_memory, images_spec)
 from common import latent  # noqa: E402
 from common.cli import (  # noqa: E402
-    SAMPLE_FLAGS, SCORING_FLAGS, add_scoring_flags, base_parser, check_stage_flags, frozen_flags, int_at_least,
-    non_negative_float, non_negative_int, positive_float, positive_int, run_main)
+    OUTPUT_FLAGS, SAMPLE_FLAGS, SCORING_FLAGS, add_scoring_flags, base_parser, check_stage_flags, frozen_flags,
+    int_at_least, non_negative_float, non_negative_int, positive_float, positive_int, run_main)
 from common.errors import UserError  # noqa: E402
 
 # what each later stage reads, and what only they read; common.cli.check_stage_flags refuses the rest
 _WALK = ("walk_seeds", "walk_steps", "walk_method", *latent.EXPLORE_FLAGS)
 STAGE_FLAGS = {"sample": SAMPLE_FLAGS, "explore": ("seed", *_WALK),
                "evaluate": ("seed", "data", "faces", "cache_mb", *SCORING_FLAGS)}
-LATER_ONLY = ("num", "out", "overwrite", *_WALK, *SCORING_FLAGS)
+LATER_ONLY = (*OUTPUT_FLAGS, *_WALK, *SCORING_FLAGS)
 
 
 def build_parser():

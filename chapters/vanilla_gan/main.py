@@ -17,14 +17,14 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 from common import stabilize  # noqa: E402
-from common.cli import (SAMPLE_FLAGS, base_parser, check_stage_flags, explicit_flags, int_at_least,  # noqa: E402
-                        non_negative_int, positive_float, positive_int, run_main)
+from common.cli import (OUTPUT_FLAGS, SAMPLE_FLAGS, base_parser, check_stage_flags, explicit_flags,  # noqa: E402
+                        int_at_least, non_negative_int, positive_float, positive_int, run_main)
 
 # --precision auto keeps float32 on a CPU until bfloat16 is shown to help this chapter (--precision bfloat16 forces it).
 BF16_ON_CPU = False
 # what each later stage reads, and what only they read; common.cli.check_stage_flags refuses the rest
 STAGE_FLAGS = {"sample": SAMPLE_FLAGS, "evaluate": ("seed", "data", "eval_samples")}
-LATER_ONLY = ("num", "out", "overwrite")
+LATER_ONLY = OUTPUT_FLAGS
 
 
 def build_parser():
