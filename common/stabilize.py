@@ -49,7 +49,8 @@ class Stabilizers:
 
 
 def add_flags(parser: argparse.ArgumentParser, label_smoothing: float | None = 1.0, average_generator: float = 0.0,
-              label_noise: float | None = 0.0, chapter_defaults: dict[str, str] | None = None) -> None:
+              label_noise: float | None = 0.0, historical_averaging: float = 0.0,
+              chapter_defaults: dict[str, str] | None = None) -> None:
     """The stabilisation flags, all off by default; a chapter may default some of them on (what its measured
     default run uses). They are the flags' own defaults, so a --resume still restores a run's saved values.
     A default of None means the chapter settles it after parsing; `chapter_defaults` ({dest: how}) tells --help."""
@@ -70,7 +71,7 @@ def add_flags(parser: argparse.ArgumentParser, label_smoothing: float | None = 1
                        help="G matches the mean of D's last hidden features on real and fake batches")
     group.add_argument("--minibatch-discrimination", type=non_negative_int, default=0, metavar="M",
                        help="add a minibatch-discrimination layer with M kernels before D's output; 0 = off")
-    group.add_argument("--historical-averaging", type=non_negative_float, default=0.0, metavar="LAMBDA",
+    group.add_argument("--historical-averaging", type=non_negative_float, default=historical_averaging, metavar="LAMBDA",
                        help="penalise each network's distance to the average of its past weights; 0 = off")
     group.add_argument("--pack", type=positive_int, default=1, metavar="K",
                        help="PacGAN: D judges K samples at once (batch size must divide by K); 1 = off")

@@ -37,10 +37,15 @@ def _hidden_filters(book: tuple[int, ...], cube_len: int, width: float, generato
 
 
 def build_generator(cube_len: int = 64, latent_dim: int = LATENT_DIM, width: float = 1.0,
-                    occupancy: float | None = None) -> keras.Model:
+                    occupancy: float | None = None, full_resolution: bool = False) -> keras.Model:
     """`occupancy`, the training shapes' filled fraction, starts the output layer's bias at its logit, so the
     first samples are sparse like the data instead of the half-full cube that D spends its first hundreds of
-    steps rejecting (the book's "always a cube"); None keeps Keras' zero bias (sigmoid 0.5 everywhere)."""
+    steps rejecting (the book's "always a cube"); None keeps Keras' zero bias (sigmoid 0.5 everywhere).
+
+    `full_resolution`: the last stride-2 transposed convolution makes 64·width features (batch norm, ReLU) at
+    the output's resolution instead of the occupancy, and a stride-1 3³ convolution makes the occupancy from
+    them. At 32³ that is the book's 64-filter block, which the 32³ network would otherwise drop: thin legs are
+    then drawn by a layer that sees every voxel, not by one 16³ feature per 2³ voxels (README)."""
     z = keras.Input((1, 1, 1, latent_dim), name="z")
     x = z
     for index, filters in enumerate(_hidden_filters(BOOK_G_FILTERS, cube_len, width, True)):
@@ -50,7 +55,13 @@ def build_generator(cube_len: int = 64, latent_dim: int = LATENT_DIM, width: flo
         x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"bn{index + 1}")(x)
         x = layers.ReLU(name=f"relu{index + 1}")(x)
     bias = "zeros" if occupancy is None else keras.initializers.Constant(_logit(occupancy))
-    x = layers.Conv3DTranspose(1, 4, strides=2, padding="same", bias_initializer=bias, name="deconv_out")(x)
+    if full_resolution:
+        x = layers.Conv3DTranspose(max(1, round(64 * width)), 4, strides=2, padding="same", name="deconv_full")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="bn_full")(x)
+        x = layers.ReLU(name="relu_full")(x)
+        x = layers.Conv3D(1, 3, padding="same", bias_initializer=bias, name="conv_out")(x)
+    else:
+        x = layers.Conv3DTranspose(1, 4, strides=2, padding="same", bias_initializer=bias, name="deconv_out")(x)
     volume = layers.Activation("sigmoid", dtype="float32", name="occupancy")(x)
     return keras.Model(z, volume, name="generator")
 

@@ -33,7 +33,9 @@ def train(volumes, run, args) -> None:
         print("stabilisation: " + ", ".join(options.active()))
     strategy = setup_devices(args.strategy, precision_of(args), args.seed, bf16_on_cpu=BF16_ON_CPU)
     with strategy.scope():
-        gan = models.VoxelGAN(models.build_generator(args.cube_len, width=args.width, occupancy=float(volumes.mean())),
+        generator = models.build_generator(args.cube_len, width=args.width, occupancy=float(volumes.mean()),
+                                           full_resolution=args.g_output == "full-res")
+        gan = models.VoxelGAN(generator,
                               models.build_discriminator(args.cube_len, width=args.width, pack=options.pack),
                               z_std=args.z_std, d_acc_threshold=args.d_acc_threshold,
                               instance_noise=args.instance_noise, options=options)
