@@ -137,13 +137,29 @@ def test_networks_have_the_books_shapes(cube_len):
     assert [l.filters for l in book.layers if hasattr(l, "filters")] == [512, 256, 128, 64, 1]
 
 
-def test_the_generator_starts_at_the_datas_occupancy_not_a_half_full_cube():
+def test_the_full_resolution_generator_draws_its_occupancy_from_features_at_full_resolution():
+    from chapters.gan_3d import models
+
+    generator = models.build_generator(32, width=0.25, occupancy=0.04, full_resolution=True)
+    assert generator.output_shape == (None, 32, 32, 32, 1)
+    assert generator.get_layer("deconv_full").output.shape == (None, 32, 32, 32, 16)  # 64 x width features at 32³
+    assert generator.get_layer("bn_full") and generator.get_layer("relu_full")
+    out = generator.get_layer("conv_out")
+    assert (out.kernel_size, out.strides, out.filters) == ((3, 3, 3), (1, 1, 1), 1)
+    np.testing.assert_allclose(out.bias.numpy(), [np.log(0.04 / 0.96)], rtol=1e-6)
+    hidden = [l.filters for l in generator.layers if l.__class__.__name__ == "Conv3DTranspose"]
+    assert hidden == [128, 64, 32, 16]  # the book's four blocks x 0.25: the 32³ book network drops the last
+
+
+@pytest.mark.parametrize("full_resolution", [False, True])
+def test_the_generator_starts_at_the_datas_occupancy_not_a_half_full_cube(full_resolution):
     from chapters.gan_3d import models
 
     z = np.random.default_rng(0).normal(0, 0.33, (8, 1, 1, 1, 200)).astype(np.float32)
-    plain = models.build_generator(32, width=0.0625)
-    sparse = models.build_generator(32, width=0.0625, occupancy=0.04)
-    np.testing.assert_allclose(sparse.get_layer("deconv_out").bias.numpy(), [np.log(0.04 / 0.96)], rtol=1e-6)
+    plain = models.build_generator(32, width=0.0625, full_resolution=full_resolution)
+    sparse = models.build_generator(32, width=0.0625, occupancy=0.04, full_resolution=full_resolution)
+    out = sparse.get_layer("conv_out" if full_resolution else "deconv_out")
+    np.testing.assert_allclose(out.bias.numpy(), [np.log(0.04 / 0.96)], rtol=1e-6)
     assert abs(float(plain(z).numpy().mean()) - 0.5) < 0.05
     assert float(sparse(z).numpy().mean()) < 0.1 and float((sparse(z).numpy() > 0.5).mean()) < 0.05
 
@@ -233,19 +249,38 @@ def test_instance_noise_is_what_d_judges_in_training_drawn_from_the_step_key():
 def test_default_trains_with_instance_noise_and_an_average_and_older_runs_resume_without_them(tmp_path, monkeypatch):
     from chapters.gan_3d import stages
 
-    run_dir = tmp_path / "run"
-    assert run_main(main, [*TINY, "--run-dir", run_dir]) == 0
-    config = json.loads((run_dir / "config.json").read_text())
+    new = tmp_path / "new"
+    assert run_main(main, [*TINY, "--run-dir", new]) == 0
+    config = json.loads((new / "config.json").read_text())
     assert (config["instance_noise"], config["average_generator"], config["d_lr"]) == (0.25, 0.99, 2e-4)
-    del config["instance_noise"], config["average_generator"]  # what a run saved before the flags existed holds
+    assert (config["g_output"], config["label_smoothing"], config["historical_averaging"]) == ("full-res", 0.9, 0.01)
+    # what a run saved before the flags existed holds (and its G is the book's: a full-res G would not restore)
+    run_dir = tmp_path / "run"
+    assert run_main(main, [*TINY, "--g-output", "book", "--run-dir", run_dir]) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    del config["instance_noise"], config["average_generator"], config["g_output"]
     (run_dir / "config.json").write_text(json.dumps(config))
     trained_with, train = [], stages.train
-    monkeypatch.setattr(stages, "train",
-                        lambda *a: trained_with.append((a[2].instance_noise, a[2].average_generator)) or train(*a))
+    monkeypatch.setattr(stages, "train", lambda *a: trained_with.append(
+        (a[2].instance_noise, a[2].average_generator, a[2].g_output)) or train(*a))
     assert run_main(main, ["--resume", run_dir, "--epochs", "2"]) == 0
-    assert trained_with == [(0.0, 0.0)]  # the training itself, not only the config it writes
+    assert trained_with == [(0.0, 0.0, "book")]  # the training itself, not only the config it writes
     config = json.loads((run_dir / "config.json").read_text())
-    assert (config["instance_noise"], config["average_generator"]) == (0.0, 0.0)
+    assert (config["instance_noise"], config["average_generator"], config["g_output"]) == (0.0, 0.0, "book")
+
+
+def test_the_generators_last_layer_defaults_to_full_res_at_32_and_the_books_at_64(tmp_path, monkeypatch):
+    from chapters.gan_3d import stages
+
+    handed = []
+    monkeypatch.setattr(stages, "train", lambda volumes, run, args: handed.append((args.g_output, args.label_smoothing)))
+    for index, flags in enumerate([["--cube-len", "64"], ["--cube-len", "64", "--g-output", "full-res"],
+                                   ["--loss", "hinge"]]):
+        assert run_main(main, [*flags, "--num-shapes", "2", "--run-dir", tmp_path / str(index)]) == 0
+    # the default smoothing is of BCE's real target, so hinge drops it; typed with hinge, it is refused
+    assert handed == [("book", 0.9), ("full-res", 0.9), ("full-res", 1.0)]
+    assert run_main(main, ["--loss", "hinge", "--label-smoothing", "0.8", "--run-dir", tmp_path / "refused"]) == 2
+    assert len(handed) == 3 and not (tmp_path / "refused").exists()
 
 
 # --- end to end -------------------------------------------------------------------------------------------
