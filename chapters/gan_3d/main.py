@@ -63,7 +63,7 @@ def build_parser():
                       help="G's last layer: full-res = its last transposed convolution makes 64 x width features "
                            "at the output's resolution and a 3³ convolution makes the occupancy (fewer broken "
                            "legs, see the README); book = one transposed convolution straight to the occupancy "
-                           "(default: full-res at --cube-len 32, book at 64, the book's network)")
+                           "(default: full-res at --cube-len 32, book at 64, the book's network)%(default).0s")
     nets.add_argument("--g-lr", type=positive_float, default=1e-3, help="generator Adam learning rate (book: 0.0025)")
     nets.add_argument("--d-lr", type=positive_float, default=2e-4, help="discriminator Adam learning rate (book: 1e-5)")
     nets.add_argument("--g-beta1", type=unit_interval, default=0.5, help="generator Adam beta_1 (book: 0.5)")
