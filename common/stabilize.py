@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
-from common.cli import non_negative_float, non_negative_int, positive_float, positive_int
+from common.cli import explicit_flags, non_negative_float, non_negative_int, positive_float, positive_int
 from common.errors import UserError
 
 if TYPE_CHECKING:  # the flags must be importable before TensorFlow is (for a quick --help)
@@ -78,6 +78,13 @@ def add_flags(parser: argparse.ArgumentParser, label_smoothing: float | None = 1
     group.add_argument("--average-generator", type=non_negative_float, default=average_generator, metavar="DECAY",
                        help="sample and save an exponential moving average of G's weights with this decay (e.g. "
                             "0.999; Karras et al.'s smoothed generator) instead of the raw G; 0 = off")
+
+
+def drop_untyped_smoothing(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """A chapter's default label smoothing is of BCE's real target, which hinge and WGAN-GP do not have: under
+    those losses it is dropped unless typed (typed, check() refuses it with the reason)."""
+    if args.loss != "bce" and "label_smoothing" not in explicit_flags(parser, argv):
+        args.label_smoothing = 1.0
 
 
 def check(options: Stabilizers, conditional: bool, batch_size: int) -> None:

@@ -254,6 +254,10 @@ def test_default_trains_with_instance_noise_and_an_average_and_older_runs_resume
     config = json.loads((new / "config.json").read_text())
     assert (config["instance_noise"], config["average_generator"], config["d_lr"]) == (0.25, 0.99, 2e-4)
     assert (config["g_output"], config["label_smoothing"], config["historical_averaging"]) == ("full-res", 0.9, 0.01)
+    import keras
+
+    saved = keras.saving.load_model(new / "models" / "generator.keras", compile=False)
+    assert saved.get_layer("deconv_full").filters == 16 and saved.get_layer("conv_out").kernel_size == (3, 3, 3)
     # what a run saved before the flags existed holds (and its G is the book's: a full-res G would not restore)
     run_dir = tmp_path / "run"
     assert run_main(main, [*TINY, "--g-output", "book", "--run-dir", run_dir]) == 0

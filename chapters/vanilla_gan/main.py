@@ -17,7 +17,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from a plain checkout too
 
 from common import stabilize  # noqa: E402
-from common.cli import (OUTPUT_FLAGS, SAMPLE_FLAGS, base_parser, check_stage_flags, explicit_flags,  # noqa: E402
+from common.cli import (OUTPUT_FLAGS, SAMPLE_FLAGS, base_parser, check_stage_flags,  # noqa: E402
                         int_at_least, non_negative_int, positive_float, positive_int, run_main)
 
 # --precision auto keeps float32 on a CPU until bfloat16 is shown to help this chapter (--precision bfloat16 forces it).
@@ -47,8 +47,7 @@ def main(argv: Sequence[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_stage_flags(parser, argv, STAGE_FLAGS, LATER_ONLY)
-    if args.loss != "bce" and "label_smoothing" not in explicit_flags(parser, argv):
-        args.label_smoothing = 1.0  # the default smoothing is of BCE's real target: hinge and WGAN-GP have none
+    stabilize.drop_untyped_smoothing(args, parser, argv)
     options = stabilize.Stabilizers.from_args(args)
     stabilize.check(options, conditional=False, batch_size=args.batch_size)
 
