@@ -61,7 +61,7 @@ def main(argv: Sequence[str]) -> int:
     from common.evaluate import EvaluateEvery, GeneratorScore, evaluate_stage
     from common.gan import GAN
     from common.metrics import mnist_extractor
-    from common.run import open_run
+    from common.run import open_run, use_saved_flags
     from common.train import Schedule, fit_gan, sample_stage
     from datasets import MNIST_8K
 
@@ -70,14 +70,21 @@ def main(argv: Sequence[str]) -> int:
                      args.overwrite)
         return 0
 
-    digits = load_digits(args.data or MNIST_8K)  # checked before a run folder is made
-    real = digits[..., None].astype("float32") / 127.5 - 1.0
+    def real_images(digits):
+        return digits[..., None].astype("float32") / 127.5 - 1.0
+
     if args.stage == "evaluate":
         run = open_run(args, parser, argv, training=False)
+        use_saved_flags(run, args, parser, argv, ("data",))  # the digits it trained on
         generator = load_model(run.model_path("generator"), f"train first: {parser.prog} --run-dir {run}")
+        real = real_images(load_digits(args.data or MNIST_8K))
         evaluate_stage(run, generator, GeneratorScore(real, mnist_extractor(), args.eval_samples, args.seed))
         return 0
+    if args.resume is None:
+        digits = load_digits(args.data or MNIST_8K)  # checked before a run folder is made
     run = open_run(args, parser, argv, training=True)
+    if args.resume is not None:
+        digits = load_digits(args.data or MNIST_8K)  # the run's own --data, restored by open_run
     options = stabilize.Stabilizers.from_args(args)  # a --resume restores the run's saved flags into args
     strategy = setup_devices(args.strategy, precision_of(args), args.seed, bf16_on_cpu=BF16_ON_CPU)
     with strategy.scope():
@@ -90,7 +97,7 @@ def main(argv: Sequence[str]) -> int:
 
     scoring = []
     if args.eval_every:
-        score = GeneratorScore(real, mnist_extractor(), args.eval_samples, args.seed)
+        score = GeneratorScore(real_images(digits), mnist_extractor(), args.eval_samples, args.seed)
         scoring.append(EvaluateEvery(score, args.eval_every, gan))
     fit_gan(gan, run, Schedule.from_args(args), strategy, len(digits), in_memory({"real": digits}, to_images), callbacks=scoring)
     return 0
