@@ -31,7 +31,8 @@ def train(volumes, run, args) -> None:
     options = stabilize.Stabilizers.from_args(args)
     if options.active():
         print("stabilisation: " + ", ".join(options.active()))
-    strategy = setup_devices(args.strategy, precision_of(args), args.seed, bf16_on_cpu=BF16_ON_CPU)
+    strategy = setup_devices(args.strategy, precision_of(args), args.seed, bf16_on_cpu=BF16_ON_CPU,
+                             reproducible_on_cpu=True)
     with strategy.scope():
         generator = models.build_generator(args.cube_len, width=args.width, occupancy=float(volumes.mean()),
                                            full_resolution=args.g_output == "full-res")
