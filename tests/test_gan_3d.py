@@ -313,6 +313,16 @@ def test_training_writes_renders_models_and_history(trained):
     assert list((trained / "logs" / "train").glob("events.out.tfevents.*"))
 
 
+def test_a_resume_trains_on_the_runs_own_shapes_not_the_flags_defaults(trained, monkeypatch):
+    from chapters.gan_3d import stages
+
+    shapes = []
+    monkeypatch.setattr(stages, "train", lambda volumes, run, args: shapes.append((len(volumes), args.data)))
+    assert run_main(main, ["--resume", trained, "--epochs", "2"]) == 0
+    # the run's 5 .mat shapes, not the 512 procedural ones of the defaults
+    assert shapes == [(5, json.loads((trained / "config.json").read_text())["data"])]
+
+
 def test_sample_stage_exports_png_npy_and_obj(trained, tmp_path):
     from PIL import Image
 

@@ -49,6 +49,24 @@ def test_resume_continues_exactly_where_an_unbroken_run_would_be(tmp_path):
     assert [line.split(",")[0] for line in history[1:]] == ["1", "2"]
 
 
+def test_a_resume_and_evaluate_read_the_digits_the_run_trained_on(tmp_path, monkeypatch):
+    import common.evaluate
+    import common.train
+
+    digits = np.random.default_rng(0).integers(0, 256, (48, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "mnist.npz", x_train=digits)
+    run_dir = tmp_path / "run"
+    assert run_main(main, [*TINY_VANILLA[2:], "--epochs", "1", "--data", tmp_path / "mnist.npz",
+                           "--run-dir", run_dir]) == 0
+    counts = []
+    monkeypatch.setattr(common.train, "fit_gan", lambda gan, run, schedule, strategy, count, *a, **k: counts.append(count))
+    assert run_main(main, ["--resume", run_dir, "--epochs", "2"]) == 0
+    monkeypatch.setattr(common.evaluate, "GeneratorScore", lambda real, *a: counts.append(len(real)))
+    monkeypatch.setattr(common.evaluate, "evaluate_stage", lambda *a: None)
+    assert run_main(main, ["--stage", "evaluate", "--run-dir", run_dir]) == 0
+    assert counts == [48, 48]  # the run's 48 digits, not the 8,000 embedded ones
+
+
 def test_resume_of_a_finished_run_says_how_to_go_on(vanilla_run, capsys):
     assert run_main(main, ["--resume", vanilla_run]) == 0
     assert "pass --epochs N" in capsys.readouterr().out
