@@ -22,9 +22,10 @@ def setup_devices(strategy: str = "auto", precision: str | bool = "float32", see
     `precision` is --precision (auto, float32, bfloat16, float16; True = the old --mixed-precision, float16).
     `bf16_on_cpu`: whether `auto` may pick bfloat16 on a CPU for this chapter (its results hold under it).
     `reproducible_on_cpu`: on a machine without a GPU, run one op at a time and leave the step's graph as traced
-    (no Grappler rewrites), so that a run repeats bit for bit. Measured on the 3D-GAN default (README): without
-    either, two runs of the same seed part by 1e-4..1e-3 in G's weights within 3 steps; with both they match,
-    at the same speed on 2 cores.
+    (no Grappler rewrites), so that a run repeats bit for bit and a resumed run matches an unbroken one. Measured
+    on a 2-core CPU: with TensorFlow's defaults, or one inter-op thread alone, repeat runs of one seed could part by
+    1e-4..1e-3 in the weights within 3 steps; with both they matched, at the same CPU time (the wall time 7 %
+    longer: a core sometimes waits).
     Call before any model is built: memory growth, threads and the dtype policy cannot change afterwards.
     """
     gpus = tf.config.list_physical_devices("GPU")
