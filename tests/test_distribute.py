@@ -12,6 +12,21 @@ import pytest
 from conftest import ROOT, run_script
 
 
+def test_a_reproducible_cpu_run_takes_one_op_at_a_time_without_graph_rewrites():
+    """What the 3D-GAN's bit-for-bit runs rest on (its killed run is compared with an unbroken one in
+    test_killed_runs); a fresh process, because the threads are fixed when TensorFlow starts."""
+    code = ("import json, tensorflow as tf; from common.devices import setup_devices; "
+            "setup_devices('one', 'float32', 0, log=lambda _: None, reproducible_on_cpu={}); "
+            "print(json.dumps([tf.config.threading.get_inter_op_parallelism_threads(), "
+            "tf.config.optimizer.get_experimental_options().get('disable_meta_optimizer', False)]))")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    for asked, expected in ((True, [1, True]), (False, [0, False])):
+        result = subprocess.run([sys.executable, "-c", code.format(asked)], capture_output=True, text=True,
+                                cwd=ROOT, env=env, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
+
+
 def test_mirrored_strategy_over_two_cpus_matches_a_single_device(tmp_path):
     result = run_script("tests/mirrored_vs_single.py", tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

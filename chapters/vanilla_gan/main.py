@@ -70,6 +70,9 @@ def main(argv: Sequence[str]) -> int:
                      args.overwrite)
         return 0
 
+    def the_digits():
+        return load_digits(args.data or MNIST_8K)
+
     def real_images(digits):
         return digits[..., None].astype("float32") / 127.5 - 1.0
 
@@ -77,14 +80,14 @@ def main(argv: Sequence[str]) -> int:
         run = open_run(args, parser, argv, training=False)
         use_saved_flags(run, args, parser, argv, ("data",))  # the digits it trained on
         generator = load_model(run.model_path("generator"), f"train first: {parser.prog} --run-dir {run}")
-        real = real_images(load_digits(args.data or MNIST_8K))
+        real = real_images(the_digits())
         evaluate_stage(run, generator, GeneratorScore(real, mnist_extractor(), args.eval_samples, args.seed))
         return 0
     if args.resume is None:
-        digits = load_digits(args.data or MNIST_8K)  # checked before a run folder is made
+        digits = the_digits()  # checked before a run folder is made
     run = open_run(args, parser, argv, training=True)
     if args.resume is not None:
-        digits = load_digits(args.data or MNIST_8K)  # the run's own --data, restored by open_run
+        digits = the_digits()  # the run's own --data, restored by open_run
     options = stabilize.Stabilizers.from_args(args)  # a --resume restores the run's saved flags into args
     strategy = setup_devices(args.strategy, precision_of(args), args.seed, bf16_on_cpu=BF16_ON_CPU)
     with strategy.scope():
