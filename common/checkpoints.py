@@ -109,6 +109,9 @@ def restore_newest(checkpoint: tf.train.Checkpoint, folder: str | os.PathLike, l
                                 f"networks changed?): {str(error).splitlines()[0]}") from None
             damaged.append((path, error))
         except (IndexError, tf.errors.OpError) as error:
+            if isinstance(error, (tf.errors.InvalidArgumentError, tf.errors.NotFoundError)) and _reads_whole(path):
+                raise UserError(f"checkpoint {path} does not fit these models (were the flags that shape the "
+                                f"networks changed?): {_op_reason(error)}") from None
             damaged.append((path, error))
         else:
             for set_rate in rates:
@@ -135,6 +138,24 @@ def keep_learning_rate(optimizer: keras.optimizers.Optimizer) -> Callable[[], No
 def _is_damage(error: Exception) -> bool:
     text = str(error)
     return not ("incompatible" in text or "shape" in text or isinstance(error, AssertionError))
+
+
+def _reads_whole(path: str) -> bool:
+    """Whether every tensor of the checkpoint at `path` reads (each is checksummed): a restore that fails on such a
+    file is a mismatch with the models, e.g. another --g-output typed at --resume, not damage."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for key in reader.get_variable_to_shape_map():
+            reader.get_tensor(key)
+    except (tf.errors.OpError, ValueError):
+        return False
+    return True
+
+
+def _op_reason(error: Exception) -> str:
+    """A restore op's message without TensorFlow's function-node prefix and op suffix."""
+    text = str(getattr(error, "message", error)).splitlines()[0]
+    return text.split("}} ")[-1].removesuffix(" [Op:RestoreV2]")
 
 
 def _reason(error: Exception) -> str:

@@ -323,6 +323,17 @@ def test_a_resume_trains_on_the_runs_own_shapes_not_the_flags_defaults(trained, 
     assert shapes == [(5, json.loads((trained / "config.json").read_text())["data"])]
 
 
+def test_a_resume_with_another_generator_is_one_sentence_not_damage_and_changes_nothing(trained, capsys):
+    files = [path for path in sorted(trained.rglob("*")) if path.is_file()]
+    before = [path.read_bytes() for path in files]
+    assert run_main(main, ["--resume", trained, "--epochs", "2", "--g-output", "book"]) == 2  # it trained full-res
+    err = capsys.readouterr().err
+    assert "does not fit these models (were the flags that shape the networks changed?)" in err
+    assert "damaged" not in err and "start a new run" not in err
+    assert [path for path in sorted(trained.rglob("*")) if path.is_file()] == files
+    assert [path.read_bytes() for path in files] == before
+
+
 def test_sample_stage_exports_png_npy_and_obj(trained, tmp_path):
     from PIL import Image
 
