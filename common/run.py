@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from common.cli import PYTHON, explicit_flags
 from common.errors import UserError
@@ -204,6 +204,21 @@ def open_run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Se
     args.run_dir = str(run.root)
     _current = run
     return run
+
+
+Data = TypeVar("Data")
+
+
+def open_training_run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str],
+                      load: Callable[[], Data], older_runs: Mapping[str, Any] | None = None) -> tuple[Run, Data]:
+    """open_run for training, with the data `load()` reads from args. A new run's data are loaded (and a bad
+    --data refused) before its folder is made; a resumed run's after open_run has restored its saved flags, so
+    that it goes on with the data it trained on, not the flags' defaults."""
+    if args.resume is None:
+        data = load()
+        return open_run(args, parser, argv, training=True, older_runs=older_runs), data
+    run = open_run(args, parser, argv, training=True, older_runs=older_runs)
+    return run, load()
 
 
 def _config_of(args: argparse.Namespace) -> dict[str, Any]:

@@ -84,7 +84,7 @@ def main(argv: Sequence[str]) -> int:
         stabilize.check(stabilize.Stabilizers.from_args(args), conditional=False, batch_size=args.batch_size)
 
     from common.checkpoints import load_model
-    from common.run import open_run, use_saved_flags
+    from common.run import open_run, open_training_run, use_saved_flags
     from common.train import sample_stage
 
     if args.stage == "sample":
@@ -105,14 +105,10 @@ def main(argv: Sequence[str]) -> int:
         evaluate_stage(run, generator, GeneratorScore(real, extractor(args), args.eval_samples, args.seed))
         return 0
 
-    if args.resume is None:
-        count, take = training_data(args)  # a bad --data is refused before a run folder is made
-    run = open_run(args, parser, argv, training=True)
+    run, (count, take) = open_training_run(args, parser, argv, lambda: training_data(args))
     models.check_image_size(args.arch, args.image_size)
     options = stabilize.Stabilizers.from_args(args)
     stabilize.check(options, conditional=False, batch_size=args.batch_size)
-    if args.resume is not None:
-        count, take = training_data(args)
 
     from common.devices import precision_of, setup_devices
     from common.gan import GAN

@@ -108,24 +108,18 @@ def main(argv: Sequence[str]) -> int:
 
     from chapters.gan_3d import stages
     from chapters.gan_3d.data import load_volumes
-    from common.run import open_run, use_saved_flags
+    from common.run import open_run, open_training_run, use_saved_flags
 
     if args.stage != "train":
         run = open_run(args, parser, argv, training=False)
         use_saved_flags(run, args, parser, argv, _FROM_RUN)
         return getattr(stages, args.stage)(run, args)  # sample, evaluate or interpolate
 
-    def shapes():
-        return load_volumes(args.data, args.category, args.split, args.cube_len, args.num_shapes)
-
-    if args.resume is None:
-        volumes = shapes()  # a bad --data is refused before a run folder is made
-        if args.g_output is None:
-            args.g_output = "full-res" if args.cube_len == 32 else "book"
-    run = open_run(args, parser, argv, training=True,  # runs saved before these flags had them off
-                   older_runs={"instance_noise": 0.0, "average_generator": 0.0, "g_output": "book"})
-    if args.resume is not None:
-        volumes = shapes()  # the shapes the run trained on: its config.json's data flags, restored by open_run
+    if args.g_output is None and args.resume is None:  # a resumed run keeps its own (its config.json's)
+        args.g_output = "full-res" if args.cube_len == 32 else "book"
+    run, volumes = open_training_run(
+        args, parser, argv, lambda: load_volumes(args.data, args.category, args.split, args.cube_len, args.num_shapes),
+        older_runs={"instance_noise": 0.0, "average_generator": 0.0, "g_output": "book"})  # runs saved before the flags
     stages.train(volumes, run, frozen_flags(args))  # settled: training reads them, never changes them
     return 0
 

@@ -61,7 +61,7 @@ def main(argv: Sequence[str]) -> int:
     from common.evaluate import EvaluateEvery, GeneratorScore, evaluate_stage
     from common.gan import GAN
     from common.metrics import mnist_extractor
-    from common.run import open_run, use_saved_flags
+    from common.run import open_run, open_training_run, use_saved_flags
     from common.train import Schedule, fit_gan, sample_stage
     from datasets import MNIST_8K
 
@@ -83,11 +83,7 @@ def main(argv: Sequence[str]) -> int:
         real = real_images(the_digits())
         evaluate_stage(run, generator, GeneratorScore(real, mnist_extractor(), args.eval_samples, args.seed))
         return 0
-    if args.resume is None:
-        digits = the_digits()  # checked before a run folder is made
-    run = open_run(args, parser, argv, training=True)
-    if args.resume is not None:
-        digits = the_digits()  # the run's own --data, restored by open_run
+    run, digits = open_training_run(args, parser, argv, the_digits)
     options = stabilize.Stabilizers.from_args(args)  # a --resume restores the run's saved flags into args
     strategy = setup_devices(args.strategy, precision_of(args), args.seed, bf16_on_cpu=BF16_ON_CPU)
     with strategy.scope():
