@@ -202,20 +202,30 @@ def mean_pairwise_iou(samples: np.ndarray, threshold: float = 0.5) -> float:
     return float(matrix[off_diagonal].mean())
 
 
-def debris_fractions(volumes: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Per volume: the share of occupied voxels outside its largest 26-connected component (loose voxels and
-    floating bits; 0 for one solid piece, and for an empty volume)."""
+def piece_sizes(volumes: np.ndarray, threshold: float = 0.5) -> list[np.ndarray]:
+    """Per volume: the voxel counts of its 26-connected pieces (faces, edges and corners touch), largest first;
+    empty for an empty volume."""
     from scipy import ndimage
 
-    full = np.ones((3, 3, 3), bool)  # 26-connectivity: faces, edges and corners touch
-    shares = np.zeros(len(volumes), np.float64)
-    for i, volume in enumerate(binarize(volumes, threshold)):
-        volume = volume.reshape(volume.shape[:3])
-        labels, count = ndimage.label(volume, structure=full)
-        if count > 1:
-            sizes = np.bincount(labels.ravel())[1:]
-            shares[i] = 1.0 - sizes.max() / sizes.sum()
-    return shares
+    full = np.ones((3, 3, 3), bool)
+    sizes = []
+    for volume in binarize(volumes, threshold):
+        labels, count = ndimage.label(volume.reshape(volume.shape[:3]), structure=full)
+        sizes.append(np.sort(np.bincount(labels.ravel())[1:])[::-1] if count else np.zeros(0, np.int64))
+    return sizes
+
+
+def debris_fractions(volumes: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Per volume: the share of occupied voxels outside its largest 26-connected piece (loose voxels and
+    floating bits; 0 for one solid piece, and for an empty volume)."""
+    return np.array([1.0 - pieces[0] / pieces.sum() if len(pieces) > 1 else 0.0
+                     for pieces in piece_sizes(volumes, threshold)], np.float64)
+
+
+def one_piece_fractions(volumes: np.ndarray, threshold: float = 0.5) -> float:
+    """The share of volumes that are exactly one 26-connected piece: a shape with no loose voxel at all (an empty
+    volume is not). debris_fraction weighs the loose voxels; this counts the shapes a viewer sees as clean."""
+    return float(np.mean([len(pieces) == 1 for pieces in piece_sizes(volumes, threshold)]))
 
 
 def occupancy_by_height(volumes: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -263,5 +273,7 @@ def shape_metrics(samples: np.ndarray, references: np.ndarray, novelty_below: fl
         "empty_fraction": float((filled == 0).mean()),
         "debris_fraction": float(debris_fractions(samples, threshold).mean()),
         "debris_fraction_training": float(debris_fractions(references, threshold).mean()),
+        "one_piece_fraction": one_piece_fractions(samples, threshold),
+        "one_piece_fraction_training": one_piece_fractions(references, threshold),
         **height_scores(samples, references, threshold),
     }

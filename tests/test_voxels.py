@@ -6,7 +6,7 @@ import pytest
 
 from common.voxels import (exposed_faces, interpolate_latents, iou_matrix, mean_pairwise_iou, nearest_iou,
                            render_grid, shape_metrics, voxel_mesh, write_obj)
-from common.voxels import debris_fractions, height_scores, occupancy_by_height
+from common.voxels import debris_fractions, height_scores, occupancy_by_height, one_piece_fractions
 from datasets.procedural_voxels import CATEGORIES, make_shapes
 
 
@@ -109,6 +109,9 @@ def test_debris_fraction_counts_voxels_outside_the_largest_26_connected_piece():
     assert debris_fractions(np.concatenate([solid, empty])).tolist() == [0.0, 0.0]
     scores = shape_metrics(np.concatenate([volume, solid]), solid)
     assert scores["debris_fraction"] == pytest.approx(1 / 30) and scores["debris_fraction_training"] == 0.0
+    # the clean shapes: of [broken, solid] one; the training set [solid] all; an empty volume is not a clean shape
+    assert scores["one_piece_fraction"] == 0.5 and scores["one_piece_fraction_training"] == 1.0
+    assert one_piece_fractions(np.concatenate([solid, empty, volume, solid])) == 0.5
 
 
 def test_height_scores_show_samples_that_drop_the_legs():
