@@ -199,7 +199,8 @@ class GAN(keras.Model):
                 per_example = tf.fill([tf.shape(fake)[0]], distance)
             else:
                 per_example = self.adversarial.generator(self.discriminate(fake, batch, "g"))
-            loss = tf.nn.compute_average_loss(per_example) + self.historical_penalty(self.generator)
+            loss = (tf.nn.compute_average_loss(per_example) + self.historical_penalty(self.generator)
+                    + self.generator_penalty(fake))
         self._apply(self.g_optimizer, tape, loss, self.generator)
         return tf.reduce_mean(per_example)
 
@@ -216,6 +217,11 @@ class GAN(keras.Model):
         if self.options.pack > 1:  # one penalty per packed group, like the loss
             per_sample = tf.reduce_mean(tf.reshape(per_sample, [-1, self.options.pack]), axis=1)
         return per_sample
+
+    def generator_penalty(self, fake: tf.Tensor) -> tf.Tensor:
+        """A chapter's extra term in G's loss on this replica's fakes (none here); a share of the global loss,
+        like historical_penalty's."""
+        return tf.constant(0.0)
 
     def historical_penalty(self, model: keras.Model) -> tf.Tensor:
         """Salimans et al.: lambda * ||theta - mean of past theta||^2, the mean kept in non-trainable slots."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from chapters.gan_3d.main import main
+from chapters.gan_3d.main import CONNECTIVITY, main
 from common import seeds
 from conftest import run_main, run_script
 
@@ -254,6 +254,7 @@ def test_default_trains_with_instance_noise_and_an_average_and_older_runs_resume
     config = json.loads((new / "config.json").read_text())
     assert (config["instance_noise"], config["average_generator"], config["d_lr"]) == (0.25, 0.99, 2e-4)
     assert (config["g_output"], config["label_smoothing"], config["historical_averaging"]) == ("full-res", 0.9, 0.01)
+    assert config["connectivity"] == CONNECTIVITY > 0
     import keras
 
     saved = keras.saving.load_model(new / "models" / "generator.keras", compile=False)
@@ -262,15 +263,44 @@ def test_default_trains_with_instance_noise_and_an_average_and_older_runs_resume
     run_dir = tmp_path / "run"
     assert run_main(main, [*TINY, "--g-output", "book", "--run-dir", run_dir]) == 0
     config = json.loads((run_dir / "config.json").read_text())
-    del config["instance_noise"], config["average_generator"], config["g_output"]
+    del config["instance_noise"], config["average_generator"], config["g_output"], config["connectivity"]
     (run_dir / "config.json").write_text(json.dumps(config))
     trained_with, train = [], stages.train
     monkeypatch.setattr(stages, "train", lambda *a: trained_with.append(
-        (a[2].instance_noise, a[2].average_generator, a[2].g_output)) or train(*a))
+        (a[2].instance_noise, a[2].average_generator, a[2].g_output, a[2].connectivity)) or train(*a))
     assert run_main(main, ["--resume", run_dir, "--epochs", "2"]) == 0
-    assert trained_with == [(0.0, 0.0, "book")]  # the training itself, not only the config it writes
+    assert trained_with == [(0.0, 0.0, "book", 0.0)]  # the training itself, not only the config it writes
     config = json.loads((run_dir / "config.json").read_text())
     assert (config["instance_noise"], config["average_generator"], config["g_output"]) == (0.0, 0.0, "book")
+    assert config["connectivity"] == 0.0
+
+
+def test_disconnected_share_counts_loose_occupancy_and_its_gradient_closes_a_gap_or_drops_the_piece():
+    import tensorflow as tf
+
+    from chapters.gan_3d.models import disconnected_share
+
+    chair = np.zeros((1, 16, 16, 16, 1), np.float32)
+    chair[0, 4:12, 4:12, 8:10] = 1.0                   # a 128-voxel seat
+    chair[0, 4, 4, 0:8] = 1.0                           # a leg joined to it (8 voxels)
+    chair[0, 14, 14, 14] = 1.0                          # and one loose voxel, away from both
+    broken = chair.copy()
+    broken[0, 4, 4, 6:8] = 0.1                          # the leg's top two voxels almost empty: a gap
+    solid = chair.copy()
+    solid[0, 14, 14, 14] = 0.0
+    share = disconnected_share(tf.constant(np.concatenate([solid, chair, broken]))).numpy()
+    assert share[0] == pytest.approx(0.0, abs=1e-6)     # one piece: nothing loose
+    assert share[1] == pytest.approx(1 / 137, rel=1e-4)  # the loose voxel, of 137
+    # the leg's six voxels under the gap are reached only at the gap's 0.1, and the loose voxel not at all
+    assert share[2] == pytest.approx((6 * 0.9 + 1.0) / (128 + 6 + 0.2 + 1), rel=1e-4)
+    with tf.GradientTape() as tape:
+        occupancy = tf.constant(broken)
+        tape.watch(occupancy)
+        loss = disconnected_share(occupancy)[0]
+    gradient = tape.gradient(loss, occupancy).numpy()[0, ..., 0]
+    assert gradient[4, 4, 6] < -0.01 and gradient[4, 4, 0] > 0  # raise the gap, or lower the broken-off leg
+    assert gradient[14, 14, 14] > 0                             # lower the loose voxel
+    assert abs(gradient[4:12, 4:12, 8:10]).max() < 0.01         # the body's voxels are left alone
 
 
 def test_the_generators_last_layer_defaults_to_full_res_at_32_and_the_books_at_64(tmp_path, monkeypatch):

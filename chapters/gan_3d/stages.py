@@ -39,7 +39,7 @@ def train(volumes, run, args) -> None:
         gan = models.VoxelGAN(generator,
                               models.build_discriminator(args.cube_len, width=args.width, pack=options.pack),
                               z_std=args.z_std, d_acc_threshold=args.d_acc_threshold,
-                              instance_noise=args.instance_noise, options=options)
+                              instance_noise=args.instance_noise, connectivity=args.connectivity, options=options)
         d_optimizer, g_optimizer = models.optimizers(args.g_lr, args.d_lr, args.g_beta1, args.d_beta1)
         gan.compile(d_optimizer=d_optimizer, g_optimizer=g_optimizer, jit_compile=args.xla)
     latents = fixed_latents(args.grid, args.z_std, args.seed)
