@@ -301,6 +301,16 @@ def test_disconnected_share_counts_loose_occupancy_and_its_gradient_closes_a_gap
     assert gradient[4, 4, 6] < -0.01 and gradient[4, 4, 0] > 0  # raise the gap, or lower the broken-off leg
     assert gradient[14, 14, 14] > 0                             # lower the loose voxel
     assert abs(gradient[4:12, 4:12, 8:10]).max() < 0.01         # the body's voxels are left alone
+    # G's loss carries W times its mean over the first CONNECTIVITY_SAMPLES fakes of the step; W = 0 adds nothing
+    from chapters.gan_3d import models
+
+    gan = models.VoxelGAN(models.build_generator(32, width=1 / 64), models.build_discriminator(32, width=1 / 64),
+                          connectivity=25.0)
+    fakes = tf.constant(np.concatenate([broken, chair, broken, chair, solid]))
+    assert models.CONNECTIVITY_SAMPLES == 4
+    expected = 25.0 * disconnected_share(fakes[:4]).numpy().mean()
+    assert gan.generator_penalty(fakes).numpy() == pytest.approx(expected) and expected > 0.5
+    assert models.VoxelGAN(gan.generator, gan.discriminator).generator_penalty(fakes).numpy() == 0.0
 
 
 def test_the_generators_last_layer_defaults_to_full_res_at_32_and_the_books_at_64(tmp_path, monkeypatch):

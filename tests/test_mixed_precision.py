@@ -103,11 +103,11 @@ def test_srgan_pretraining_and_adversarial_steps_at_24_to_96(mixed):
     assert srgan.discriminator(hr[:1], training=False).dtype == "float32"  # the D head (sigmoid) stays float32 too
 
 
-def test_gan_3d_with_the_discriminator_throttle(mixed):
+def test_gan_3d_with_the_discriminator_throttle_and_the_connectivity_term(mixed):
     from chapters.gan_3d import models
 
     gan = models.VoxelGAN(models.build_generator(32, width=1 / 64), models.build_discriminator(32, width=1 / 64),
-                          d_acc_threshold=0.8)
+                          d_acc_threshold=0.8, connectivity=25.0)
     d_optimizer, g_optimizer = models.optimizers(1e-3, 1e-4, 0.5, 0.5)
     gan.compile(d_optimizer=d_optimizer, g_optimizer=g_optimizer)
     volumes = (np.random.default_rng(0).uniform(size=(4, 32, 32, 32, 1)) > 0.5).astype(np.float32)

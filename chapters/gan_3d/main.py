@@ -4,7 +4,7 @@ Trains the book's 3-D convolutional generator and discriminator (Wu et al. 2016)
 procedural voxel furniture and aircraft generated in datasets/procedural_voxels.py; --data takes the
 3DShapeNets volumetric_data folder (datasets/fetch_shapenet.py downloads it).
 
-  python chapters/gan_3d/main.py                                   # 32³ chairs, CPU-sized (about 11 min)
+  python chapters/gan_3d/main.py                                   # 32³ chairs, CPU-sized (about 14 min)
   python chapters/gan_3d/main.py --category airplane --cube-len 64 --width 1 --batch-size 32   # the book's, GPU
   python chapters/gan_3d/main.py --data 3DShapeNets/volumetric_data --category chair
   python chapters/gan_3d/main.py --stage sample --num 16 --format obj --out shapes/
