@@ -28,6 +28,25 @@ def test_one_train_step_moves_both_discriminator_and_generator():
     assert gan.d_optimizer.iterations.numpy() == 1 and gan.g_optimizer.iterations.numpy() == 1
 
 
+def test_a_chapters_generator_penalty_is_part_of_gs_loss():
+    class Brighter(GAN):  # a penalty on G's own fakes, like the 3D-GAN's connectivity term
+        def generator_penalty(self, fake):
+            seen.append(tuple(fake.shape))
+            return 100.0 * tf.reduce_mean(fake)
+
+    seen, plain = [], _vanilla_gan()
+    penalised = Brighter(models.build_generator(16), models.build_discriminator(32), 16)
+    penalised.compile(models.optimizer(), models.optimizer())
+    penalised.generator.set_weights(plain.generator.get_weights())
+    penalised.discriminator.set_weights(plain.discriminator.get_weights())
+    batch = {"real": tf.random.uniform((8, 28, 28, 1), -1, 1), **plain.noise(8, tf.constant([3, 0], tf.int64))}
+    plain.generator_step(batch)
+    penalised.generator_step(batch)
+    assert seen == [(8, 28, 28, 1)]  # it judged the step's own fakes
+    z = batch["z_g"]
+    assert float(tf.reduce_mean(penalised.generator(z))) < float(tf.reduce_mean(plain.generator(z)))  # and G obeyed
+
+
 def test_stream_resumed_at_a_step_gives_the_same_batches_as_an_unbroken_stream():
     data = np.arange(10 * 2, dtype=np.float32).reshape(10, 2)
     take = in_memory({"real": data})
