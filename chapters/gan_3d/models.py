@@ -28,7 +28,7 @@ BN_MOMENTUM = 0.9
 BOOK_G_FILTERS = (512, 256, 128, 64)
 BOOK_D_FILTERS = (64, 128, 256, 512)
 # --connectivity's penalty runs on this many of each G update's fakes: its side-many dilations and their gradient
-# add about 2 s to the CPU default's 30-s epoch for 4 of its 16 volumes, about 6 s for 8 (measured here)
+# add about 2-3 s to the CPU default's 30-s epoch for 4 of its 16 volumes, about 6 s for 8 (measured here)
 CONNECTIVITY_SAMPLES = 4
 
 
