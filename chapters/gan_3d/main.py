@@ -126,8 +126,8 @@ def main(argv: Sequence[str]) -> int:
         args.g_output = "full-res" if args.cube_len == 32 else "book"
     run, volumes = open_training_run(
         args, parser, argv, lambda: load_volumes(args.data, args.category, args.split, args.cube_len, args.num_shapes),
-        older_runs={"instance_noise": 0.0, "average_generator": 0.0, "g_output": "book",  # runs saved before
-                    "connectivity": 0.0})  # these flags existed trained without them
+        # a run saved before these flags existed trained without them
+        older_runs={"instance_noise": 0.0, "average_generator": 0.0, "g_output": "book", "connectivity": 0.0})
     stages.train(volumes, run, frozen_flags(args))  # settled: training reads them, never changes them
     return 0
 
